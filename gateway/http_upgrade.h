@@ -1,0 +1,96 @@
+/* gateway/http_upgrade.h - the HTTP/1.1 side of the WebSocket handshake, pure (no I/O):
+ *  - an incremental request-head parser (feed any split of bytes, one at a time included),
+ *  - routing and RFC 6455 checks of a parsed request (gw_upgrade_check),
+ *  - the Sec-WebSocket-Accept computation (SHA-1 + base64 from OpenSSL),
+ *  - builders for the 101 answer and for refusals.
+ * Owns the copy of the request head (bounded by max_head_bytes). */
+#ifndef CHAT_GATEWAY_HTTP_UPGRADE_H
+#define CHAT_GATEWAY_HTTP_UPGRADE_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "str.h"
+
+#define GW_HTTP_MAX_HEADERS 64
+
+typedef struct gw_http_header {
+    chat_str_t name, value; /* value without surrounding whitespace */
+} gw_http_header_t;
+
+typedef struct gw_http_req {
+    /* private parser state */
+    chat_buf_t _head; /* the head bytes seen so far, never more than _max */
+    size_t _max;
+    int _state;
+    size_t _pos;  /* parse position in _head */
+    size_t _mark; /* start of the current token in _head */
+    int _done;
+    /* results, valid once gw_http_req_feed() returned > 0; they point into _head */
+    chat_str_t method; /* e.g. "GET" */
+    chat_str_t target; /* request-target as sent, e.g. "/chat/room?token=x" */
+    chat_str_t path;   /* target up to '?' */
+    chat_str_t query;  /* after '?', p == NULL when there is none */
+    int version_major, version_minor;
+    unsigned nheaders;
+    gw_http_header_t headers[GW_HTTP_MAX_HEADERS];
+} gw_http_req_t;
+
+void gw_http_req_init(gw_http_req_t *r, size_t max_head_bytes);
+/* Frees the head copy; r can be re-initialised. */
+void gw_http_req_dispose(gw_http_req_t *r);
+
+/* Feeds n bytes. Returns:
+ *  > 0              the head is complete; the value is how many bytes of p belonged to it (the
+ *                   rest is the start of the WebSocket stream),
+ *  0                all n bytes consumed, the head is not complete yet,
+ *  CHAT_ETOOLARGE   the head exceeds max_head_bytes or GW_HTTP_MAX_HEADERS headers (431),
+ *  CHAT_EMALFORMED  not an HTTP/1.x request head (400).
+ * After a value != 0 the request must not be fed again. */
+int gw_http_req_feed(gw_http_req_t *r, const char *p, size_t n);
+
+/* The value of the first header called `name` (case-insensitive); p == NULL when absent. */
+chat_str_t gw_http_req_header(const gw_http_req_t *r, chat_str_t name);
+/* 1 when any header called `name` holds `token` in its comma-separated list
+ * (case-insensitive, optional whitespace around items), else 0. */
+int gw_http_req_has_token(const gw_http_req_t *r, chat_str_t name, chat_str_t token);
+
+typedef enum gw_route {
+    GW_ROUTE_DEMO = 1, /* plain GET / : serve the demo page */
+    GW_ROUTE_WS,       /* upgrade on /ws */
+    GW_ROUTE_CHAT,     /* upgrade on /chat/{room} */
+} gw_route_t;
+
+typedef struct gw_upgrade {
+    gw_route_t route;
+    chat_str_t room;    /* GW_ROUTE_CHAT: the room name (points into the request) */
+    char accept[29];    /* upgrades: Sec-WebSocket-Accept, NUL-terminated */
+    int offers_chat_v1; /* upgrades: the client offered subprotocol "chat.v1" */
+    /* refusal, when gw_upgrade_check() returned < 0 */
+    int status;          /* 400, 404, 405 or 426 */
+    const char *error;   /* static: "bad_request", "not_found", "method_not_allowed",
+                            "upgrade_required" */
+    const char *message; /* static, human-readable */
+} gw_upgrade_t;
+
+/* Routes a complete request and runs the RFC 6455 checks, in this order (the first failure
+ * answers): unknown path 404 (an upgrade to "/" included), method 405, room name 400,
+ * Upgrade/Connection pair and HTTP/1.1 400, Sec-WebSocket-Version 13 426, Sec-WebSocket-Key
+ * (base64 of 16 bytes) 400. Returns 0 (out->route says what to do) or CHAT_EINVAL (out->status,
+ * out->error, out->message say how to refuse). */
+int gw_upgrade_check(const gw_http_req_t *r, gw_upgrade_t *out);
+
+/* Computes base64(SHA-1(key + RFC 6455 GUID)) into out (28 chars + NUL). */
+void gw_ws_accept_key(chat_str_t key, char out[29]);
+
+/* Appends "HTTP/1.1 101 Switching Protocols" with Upgrade, Connection, Sec-WebSocket-Accept and,
+ * when offered, "Sec-WebSocket-Protocol: chat.v1". */
+void gw_http_build_101(chat_buf_t *out, const gw_upgrade_t *u);
+/* Appends a refusal: status line, Content-Type: application/json, Content-Length,
+ * Connection: close, the body {"error":..,"message":..} (built by chat_env_build_refusal);
+ * 426 adds "Sec-WebSocket-Version: 13", 405 adds "Allow: GET". */
+void gw_http_build_refusal(chat_buf_t *out, int status, const char *error, const char *message);
+/* Appends a complete 200 response with the given content type and body and Connection: close. */
+void gw_http_build_ok(chat_buf_t *out, const char *content_type, chat_str_t body);
+
+#endif
