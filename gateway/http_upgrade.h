@@ -19,13 +19,18 @@ typedef struct gw_http_header {
 } gw_http_header_t;
 
 typedef struct gw_http_req {
-    /* private parser state */
+    /* private parser state; while parsing, the results below hold lengths only (p == NULL) and
+     * offsets live here, so growing _head never leaves a dangling pointer */
     chat_buf_t _head; /* the head bytes seen so far, never more than _max */
     size_t _max;
     int _state;
-    size_t _pos;  /* parse position in _head */
-    size_t _mark; /* start of the current token in _head */
-    int _done;
+    size_t _mark;         /* start of the current version or header name in _head */
+    size_t _name_end;     /* end of the current header name */
+    size_t _value_start;  /* start of the current header value, leading whitespace skipped */
+    size_t _value_end;    /* end of the current header value, trailing whitespace dropped */
+    size_t _qmark;        /* 1 + offset of the first '?' in the target; 0 when none */
+    size_t _name_off[GW_HTTP_MAX_HEADERS];
+    size_t _value_off[GW_HTTP_MAX_HEADERS];
     /* results, valid once gw_http_req_feed() returned > 0; they point into _head */
     chat_str_t method; /* e.g. "GET" */
     chat_str_t target; /* request-target as sent, e.g. "/chat/room?token=x" */
@@ -45,8 +50,9 @@ void gw_http_req_dispose(gw_http_req_t *r);
  *                   rest is the start of the WebSocket stream),
  *  0                all n bytes consumed, the head is not complete yet,
  *  CHAT_ETOOLARGE   the head exceeds max_head_bytes or GW_HTTP_MAX_HEADERS headers (431),
- *  CHAT_EMALFORMED  not an HTTP/1.x request head (400).
- * After a value != 0 the request must not be fed again. */
+ *  CHAT_EMALFORMED  not an HTTP/1.x request head (400),
+ *  CHAT_ENOMEM      the head copy could not grow (close the connection).
+ * After a value != 0 the request must not be fed again (doing so returns CHAT_EINVAL). */
 int gw_http_req_feed(gw_http_req_t *r, const char *p, size_t n);
 
 /* The value of the first header called `name` (case-insensitive); p == NULL when absent. */
@@ -67,7 +73,7 @@ typedef struct gw_upgrade {
     char accept[29];    /* upgrades: Sec-WebSocket-Accept, NUL-terminated */
     int offers_chat_v1; /* upgrades: the client offered subprotocol "chat.v1" */
     /* refusal, when gw_upgrade_check() returned < 0 */
-    int status;          /* 400, 404, 405 or 426 */
+    int status;          /* 400, 404, 405 or 426 (503 only if OpenSSL cannot do SHA-1) */
     const char *error;   /* static: "bad_request", "not_found", "method_not_allowed",
                             "upgrade_required" */
     const char *message; /* static, human-readable */

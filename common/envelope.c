@@ -1,0 +1,357 @@
+/* common/envelope.c - THE JSON envelope (see envelope.h): one typed parse of client messages
+ * (cJSON_ParseWithLengthOpts, since WebSocket payloads are not NUL-terminated) and one
+ * hand-written builder per outbound type (compact JSON, fixed key order, RFC 8259 escaping).
+ * The only file that includes cJSON.h. Holds no state: parse results borrow the caller's tree,
+ * builders only append to the caller's buffer. */
+#include "envelope.h"
+
+#include <inttypes.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "buf.h"
+#include "err.h"
+#include "str.h"
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
+
+/* Appends a string literal (no escaping: only for our own JSON syntax and keys). */
+#define PUT_LIT(b, s) chat_buf_append((b), (s), sizeof(s) - 1)
+
+/* ---- parse ------------------------------------------------------------------------------- */
+
+enum { F_ROOM = 1u << 0, F_TEXT = 1u << 1 };
+
+/* A client field other than type and cid. Its type is checked whenever it is present (on any
+ * message type); it is copied into chat_env_in_t only for the message types that use it. */
+typedef struct field_spec {
+    unsigned bit;
+    const char *key;
+    size_t offset; /* of its chat_str_t in chat_env_in_t */
+    const char *wrong_type;
+    const char *missing;
+} field_spec_t;
+
+static const field_spec_t fields[] = {
+    {F_ROOM, "room", offsetof(chat_env_in_t, room), "field 'room' must be a string",
+     "field 'room' is required"},
+    {F_TEXT, "text", offsetof(chat_env_in_t, text), "field 'text' must be a string",
+     "field 'text' is required"},
+};
+
+typedef struct type_spec {
+    const char *name;
+    chat_env_type_t type;
+    unsigned required; /* F_* that must be present */
+    unsigned used;     /* F_* copied into chat_env_in_t (required ones included) */
+} type_spec_t;
+
+static const type_spec_t types[] = {
+    {"join", CHAT_ENV_JOIN, F_ROOM, F_ROOM},
+    {"leave", CHAT_ENV_LEAVE, F_ROOM, F_ROOM},
+    {"chat", CHAT_ENV_CHAT, F_TEXT, F_ROOM | F_TEXT},
+    {"typing", CHAT_ENV_TYPING, 0, F_ROOM},
+    {"ping", CHAT_ENV_PING, 0, 0},
+};
+
+static int fail(chat_env_in_t *out, int rc, const char *why)
+{
+    out->error = why;
+    return rc;
+}
+
+static int is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Parses p[0..n) into one JSON object. cJSON accepts trailing bytes after the value, so we
+ * check that only whitespace follows. On failure the tree (if any) is freed here. */
+static int parse_object(const char *p, size_t n, chat_env_in_t *out, cJSON **doc)
+{
+    const char *end = NULL;
+    cJSON *root = p != NULL && n > 0 ? cJSON_ParseWithLengthOpts(p, n, &end, 0) : NULL;
+
+    if (root == NULL)
+        return fail(out, CHAT_EBADJSON, "message is not valid JSON");
+    while (end != NULL && end < p + n && is_json_space(*end))
+        end++;
+    if (end != p + n) {
+        cJSON_Delete(root);
+        return fail(out, CHAT_EBADJSON, "message is not valid JSON");
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return fail(out, CHAT_EBADJSON, "message must be a JSON object");
+    }
+    *doc = root;
+    return 0;
+}
+
+/* Looks up `key` (case-sensitive; the first of duplicate keys wins). Returns 0 with *dst absent
+ * or set, or CHAT_EBADREQ when the value is not a string. A string with an embedded \u0000
+ * ends at the NUL (cJSON keeps no length), which is safe: never longer than what was sent. */
+static int get_string(const cJSON *obj, const char *key, chat_str_t *dst)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    *dst = CHAT_STR_NULL;
+    if (item == NULL)
+        return 0;
+    if (!cJSON_IsString(item) || item->valuestring == NULL)
+        return CHAT_EBADREQ;
+    *dst = chat_cstr(item->valuestring);
+    return 0;
+}
+
+/* A cid that is the wrong type or too long is not filled in (it is not echoable). */
+static int parse_cid(const cJSON *root, chat_env_in_t *out)
+{
+    chat_str_t cid;
+
+    if (get_string(root, "cid", &cid) != 0)
+        return fail(out, CHAT_EBADREQ, "field 'cid' must be a string");
+    if (cid.p != NULL && cid.len > CHAT_ENV_MAX_CID)
+        return fail(out, CHAT_EBADREQ,
+                    "field 'cid' must be at most " STRINGIFY(CHAT_ENV_MAX_CID) " bytes");
+    out->cid = cid;
+    return 0;
+}
+
+static int parse_type(const cJSON *root, chat_env_in_t *out, const type_spec_t **spec)
+{
+    chat_str_t name;
+
+    if (get_string(root, "type", &name) != 0)
+        return fail(out, CHAT_EBADREQ, "field 'type' must be a string");
+    if (name.p == NULL)
+        return fail(out, CHAT_EBADREQ, "field 'type' is required");
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (chat_str_eq(name, chat_cstr(types[i].name))) {
+            *spec = &types[i];
+            out->type = types[i].type;
+            return 0;
+        }
+    }
+    return fail(out, CHAT_EUNKNOWN_TYPE, "unknown message type");
+}
+
+static chat_str_t *field_slot(chat_env_in_t *out, const field_spec_t *f)
+{
+    return (chat_str_t *)(void *)((char *)out + f->offset);
+}
+
+static int parse_fields(const cJSON *root, const type_spec_t *t, chat_env_in_t *out)
+{
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const field_spec_t *f = &fields[i];
+        chat_str_t v;
+
+        if (get_string(root, f->key, &v) != 0)
+            return fail(out, CHAT_EBADREQ, f->wrong_type);
+        if (v.p == NULL && (t->required & f->bit))
+            return fail(out, CHAT_EBADREQ, f->missing);
+        if (t->used & f->bit)
+            *field_slot(out, f) = v;
+    }
+    return 0;
+}
+
+/* On CHAT_EBADJSON *doc stays NULL (any tree built was freed here); on every other return
+ * *doc holds the tree. chat_env_free(NULL) is a no-op, so callers may always free. */
+int chat_env_parse(const char *p, size_t n, chat_env_in_t *out, struct cJSON **doc)
+{
+    const type_spec_t *spec = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    *doc = NULL;
+    if ((rc = parse_object(p, n, out, doc)) != 0 || (rc = parse_cid(*doc, out)) != 0 ||
+        (rc = parse_type(*doc, out, &spec)) != 0 || (rc = parse_fields(*doc, spec, out)) != 0)
+        return rc;
+    return 0;
+}
+
+void chat_env_free(struct cJSON *doc)
+{
+    cJSON_Delete(doc);
+}
+
+/* ---- build ------------------------------------------------------------------------------- */
+
+/* Writes the escape for the byte(s) at s[i] into esc (6 bytes max) and returns how many input
+ * bytes it replaces, or 0 when s[i] passes through unchanged. U+2028/U+2029 are escaped too,
+ * so the output is also safe inside JavaScript source. */
+static size_t escape_at(const unsigned char *s, size_t n, size_t i, char *esc, size_t *esc_len)
+{
+    static const char hex[] = "0123456789abcdef";
+    static const char short_esc[0x20] = {
+        ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'};
+    unsigned char c = s[i];
+
+    if (c == '"' || c == '\\' || (c < 0x20 && short_esc[c] != 0)) {
+        esc[0] = '\\';
+        esc[1] = c < 0x20 ? short_esc[c] : (char)c;
+        *esc_len = 2;
+        return 1;
+    }
+    if (c < 0x20) {
+        memcpy(esc, "\\u00", 4);
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 0xf];
+        *esc_len = 6;
+        return 1;
+    }
+    if (c == 0xe2 && i + 2 < n && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
+        memcpy(esc, s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
+        *esc_len = 6;
+        return 3;
+    }
+    return 0;
+}
+
+/* Appends s as a JSON string literal; p == NULL is written as "". */
+static void put_str(chat_buf_t *b, chat_str_t s)
+{
+    const unsigned char *u;
+    size_t start = 0, i = 0, esc_len;
+    char esc[6];
+
+    if (s.p == NULL)
+        s = CHAT_LIT("");
+    u = (const unsigned char *)s.p;
+    chat_buf_reserve(b, s.len + 2);
+    PUT_LIT(b, "\"");
+    while (i < s.len) {
+        size_t used = escape_at(u, s.len, i, esc, &esc_len);
+        if (used == 0) {
+            i++;
+            continue;
+        }
+        chat_buf_append(b, s.p + start, i - start);
+        chat_buf_append(b, esc, esc_len);
+        i += used;
+        start = i;
+    }
+    chat_buf_append(b, s.p + start, s.len - start);
+    PUT_LIT(b, "\"");
+}
+
+static void put_cstr(chat_buf_t *b, const char *s)
+{
+    put_str(b, chat_cstr(s));
+}
+
+static void put_int(chat_buf_t *b, int64_t v)
+{
+    chat_buf_appendf(b, "%" PRId64, v);
+}
+
+void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t node, chat_str_t conn)
+{
+    PUT_LIT(out, "{\"type\":\"welcome\",\"user\":");
+    put_str(out, user);
+    PUT_LIT(out, ",\"node\":");
+    put_str(out, node);
+    PUT_LIT(out, ",\"conn\":");
+    put_str(out, conn);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_joined(chat_buf_t *out, chat_str_t room)
+{
+    PUT_LIT(out, "{\"type\":\"joined\",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_left(chat_buf_t *out, chat_str_t room)
+{
+    PUT_LIT(out, "{\"type\":\"left\",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_pong(chat_buf_t *out)
+{
+    PUT_LIT(out, "{\"type\":\"pong\"}");
+}
+
+void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m)
+{
+    PUT_LIT(out, "{\"type\":\"chat\",\"room\":");
+    put_str(out, m->room);
+    PUT_LIT(out, ",\"id\":");
+    put_str(out, m->id);
+    PUT_LIT(out, ",\"user\":");
+    put_str(out, m->user);
+    PUT_LIT(out, ",\"text\":");
+    put_str(out, m->text);
+    PUT_LIT(out, ",\"ts\":");
+    put_int(out, m->ts);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id)
+{
+    PUT_LIT(out, "{\"type\":\"ack\",\"cid\":");
+    put_str(out, cid);
+    PUT_LIT(out, ",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, ",\"id\":");
+    put_str(out, id);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_typing(chat_buf_t *out, chat_str_t room, chat_str_t user)
+{
+    PUT_LIT(out, "{\"type\":\"typing\",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, ",\"user\":");
+    put_str(out, user);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_system(chat_buf_t *out, chat_str_t room, const char *event, chat_str_t user,
+                           int64_t ts)
+{
+    PUT_LIT(out, "{\"type\":\"system\",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, ",\"event\":");
+    put_cstr(out, event);
+    PUT_LIT(out, ",\"user\":");
+    put_str(out, user);
+    PUT_LIT(out, ",\"ts\":");
+    put_int(out, ts);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_error(chat_buf_t *out, const char *code, const char *message, chat_str_t cid,
+                          chat_str_t room)
+{
+    PUT_LIT(out, "{\"type\":\"error\",\"code\":");
+    put_cstr(out, code);
+    PUT_LIT(out, ",\"message\":");
+    put_cstr(out, message);
+    if (cid.p != NULL) {
+        PUT_LIT(out, ",\"cid\":");
+        put_str(out, cid);
+    }
+    if (room.p != NULL) {
+        PUT_LIT(out, ",\"room\":");
+        put_str(out, room);
+    }
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *message)
+{
+    PUT_LIT(out, "{\"error\":");
+    put_cstr(out, code);
+    PUT_LIT(out, ",\"message\":");
+    put_cstr(out, message);
+    PUT_LIT(out, "}");
+}

@@ -1,0 +1,330 @@
+/* gateway/config.c - the option table, flag/env/default resolution and validation (see config.h).
+ * Nothing here listens or allocates beyond the strings it keeps; errors print one clear line. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "alloc.h"
+#include "err.h"
+
+#ifndef CHAT_VERSION
+#define CHAT_VERSION "0.0.0"
+#endif
+
+typedef enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_DURATION, OPT_ADDR, OPT_NODE } opt_kind_t;
+
+typedef struct opt {
+    const char *name; /* flag without the leading "--" */
+    opt_kind_t kind;
+    const char *def; /* default as text; NULL = computed (node id) */
+    const char *meta;
+    const char *help;
+    size_t offset;
+    uint64_t min, max; /* OPT_UINT, OPT_DURATION (ms) */
+} opt_t;
+
+#define FIELD(f) offsetof(gw_config_t, f)
+
+static const opt_t options[] = {
+    {"listen", OPT_ADDR, "0.0.0.0:8080", "HOST:PORT",
+     "address of the public WebSocket/HTTP listener (IPv4, [IPv6] or localhost)", FIELD(listen),
+     0, 0},
+    {"node-id", OPT_NODE, NULL, "ID",
+     "name of this node in welcome envelopes and ids (default: host name); 1-64 of A-Za-z0-9._-",
+     FIELD(node_id), 0, 0},
+    {"max-rooms-per-conn", OPT_UINT, "128", "N", "rooms one connection may be in at once",
+     FIELD(max_rooms_per_conn), 1, 1000000},
+    {"max-text-bytes", OPT_UINT, "4096", "N", "longest `text` (bytes) a chat message may carry",
+     FIELD(max_text_bytes), 1, 1048576},
+    {"room-events", OPT_BOOL, "true", "BOOL",
+     "send system join/leave notices to the other members of a room", FIELD(room_events), 0, 0},
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static void env_name(const opt_t *o, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "CHAT_");
+    for (const char *p = o->name; *p && n + 1 < cap; p++)
+        buf[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    buf[n] = '\0';
+}
+
+int gw_parse_duration_ms(const char *s, uint64_t *out_ms)
+{
+    char *end;
+    if (s == NULL || !isdigit((unsigned char)s[0]))
+        return CHAT_EINVAL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s)
+        return CHAT_EINVAL;
+    double mult;
+    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return CHAT_EINVAL;
+    double ms = v * mult;
+    if (!(ms >= 0) || ms > 1e15 || ms != (double)(uint64_t)ms)
+        return CHAT_EINVAL;
+    *out_ms = (uint64_t)ms;
+    return 0;
+}
+
+static int parse_uint(const char *s, uint64_t *out)
+{
+    char *end;
+    if (s == NULL || !isdigit((unsigned char)s[0]))
+        return CHAT_EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return CHAT_EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *s, int *out)
+{
+    if (strcmp(s, "true") == 0 || strcmp(s, "1") == 0)
+        *out = 1;
+    else if (strcmp(s, "false") == 0 || strcmp(s, "0") == 0)
+        *out = 0;
+    else
+        return CHAT_EINVAL;
+    return 0;
+}
+
+static int parse_addr(const char *s, struct sockaddr_storage *ss)
+{
+    char host[64];
+    const char *colon = strrchr(s, ':');
+    uint64_t port;
+    if (colon == NULL || colon == s || parse_uint(colon + 1, &port) != 0 || port > 65535)
+        return CHAT_EINVAL;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= sizeof(host))
+        return CHAT_EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    memset(ss, 0, sizeof(*ss));
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? CHAT_EINVAL : 0;
+    }
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? CHAT_EINVAL : 0;
+}
+
+static int node_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > GW_NODE_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return 0;
+    return 1;
+}
+
+static const char *expectation(const opt_t *o, char *buf, size_t cap)
+{
+    switch (o->kind) {
+    case OPT_UINT:
+        snprintf(buf, cap, "an integer from %llu to %llu", (unsigned long long)o->min,
+                 (unsigned long long)o->max);
+        break;
+    case OPT_BOOL:
+        snprintf(buf, cap, "true, false, 1 or 0");
+        break;
+    case OPT_DURATION:
+        snprintf(buf, cap, "a duration such as 500ms, 25s, 2m, 1h or plain seconds");
+        break;
+    case OPT_ADDR:
+        snprintf(buf, cap, "HOST:PORT with a numeric IPv4 address, [IPv6] or localhost");
+        break;
+    case OPT_NODE:
+        snprintf(buf, cap, "1 to %d characters of A-Z a-z 0-9 . _ -", GW_NODE_ID_MAX);
+        break;
+    case OPT_STR:
+        snprintf(buf, cap, "a string");
+        break;
+    }
+    return buf;
+}
+
+/* Stores text as the value of o. Returns 0 or CHAT_EINVAL. */
+static int set_value(gw_config_t *cfg, const opt_t *o, const char *text)
+{
+    char *field = (char *)cfg + o->offset;
+    uint64_t u;
+    int b;
+    switch (o->kind) {
+    case OPT_UINT:
+        if (parse_uint(text, &u) != 0 || u < o->min || u > o->max)
+            return CHAT_EINVAL;
+        *(uint64_t *)(void *)field = u;
+        return 0;
+    case OPT_DURATION:
+        if (gw_parse_duration_ms(text, &u) != 0 || u < o->min || u > o->max)
+            return CHAT_EINVAL;
+        *(uint64_t *)(void *)field = u;
+        return 0;
+    case OPT_BOOL:
+        if (parse_bool(text, &b) != 0)
+            return CHAT_EINVAL;
+        *(int *)(void *)field = b;
+        return 0;
+    case OPT_ADDR:
+        if (parse_addr(text, &cfg->listen_addr) != 0)
+            return CHAT_EINVAL;
+        break;
+    case OPT_NODE:
+        if (!node_id_valid(text))
+            return CHAT_EINVAL;
+        break;
+    case OPT_STR:
+        break;
+    }
+    free(*(char **)(void *)field);
+    *(char **)(void *)field = chat_xstrndup(text, strlen(text));
+    return 0;
+}
+
+static int apply(gw_config_t *cfg, const opt_t *o, const char *text, const char *source, FILE *err)
+{
+    char env[64], exp[128];
+    if (set_value(cfg, o, text) == 0)
+        return 0;
+    env_name(o, env, sizeof(env));
+    fprintf(err, "chat-gateway: invalid value '%s' for --%s (%s) from %s: expected %s\n", text,
+            o->name, env, source, expectation(o, exp, sizeof(exp)));
+    return CHAT_EINVAL;
+}
+
+static void print_help(FILE *out)
+{
+    char env[64];
+    fprintf(out, "Usage: chat-gateway [OPTIONS]\n\n"
+                 "A WebSocket chat gateway. Every option is also an environment variable;\n"
+                 "a flag wins over the environment, which wins over the default.\n"
+                 "Booleans: --flag, --flag=true|false (env: true|false|1|0).\n"
+                 "Durations: 500ms, 25s, 2m, 1h or plain seconds.\n\nOptions:\n");
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const opt_t *o = &options[i];
+        env_name(o, env, sizeof(env));
+        fprintf(out, "  --%s %s\n      %s\n      env %s, default %s\n", o->name, o->meta, o->help,
+                env, o->def ? o->def : "the host name");
+    }
+    fprintf(out, "  -h, --help\n      print this help and exit\n"
+                 "  -V, --version\n      print the version and exit\n");
+}
+
+static const opt_t *find_option(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+static int load_defaults(gw_config_t *cfg, FILE *err)
+{
+    char host[256];
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const opt_t *o = &options[i];
+        const char *def = o->def;
+        if (o->kind == OPT_NODE) {
+            if (gethostname(host, sizeof(host)) != 0 || !node_id_valid(host))
+                strcpy(host, "node");
+            def = host;
+        }
+        if (apply(cfg, o, def, "the default", err) != 0)
+            return CHAT_EINVAL;
+    }
+    cfg->max_message_bytes = 65536;
+    return 0;
+}
+
+static int load_env(gw_config_t *cfg, char **envp, FILE *err)
+{
+    char env[64];
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        env_name(&options[i], env, sizeof(env));
+        size_t el = strlen(env);
+        for (char **e = envp; e && *e; e++)
+            if (strncmp(*e, env, el) == 0 && (*e)[el] == '=' &&
+                apply(cfg, &options[i], *e + el + 1, env, err) != 0)
+                return CHAT_EINVAL;
+    }
+    return 0;
+}
+
+static gw_config_result_t load_args(gw_config_t *cfg, int argc, char **argv, FILE *out, FILE *err)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            print_help(out);
+            return GW_CONFIG_EXIT_OK;
+        }
+        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            fprintf(out, "chat-gateway %s\n", CHAT_VERSION);
+            return GW_CONFIG_EXIT_OK;
+        }
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        size_t nlen = eq ? (size_t)(eq - a - 2) : strlen(a) - 2;
+        const opt_t *o = strncmp(a, "--", 2) == 0 ? find_option(a + 2, nlen) : NULL;
+        if (o == NULL) {
+            fprintf(err, "chat-gateway: unknown option '%s' (see --help)\n", a);
+            return GW_CONFIG_EXIT_BAD;
+        }
+        const char *val = eq ? eq + 1 : NULL;
+        if (val == NULL && o->kind == OPT_BOOL)
+            val = "true";
+        if (val == NULL) {
+            if (i + 1 >= argc) {
+                fprintf(err, "chat-gateway: option --%s needs a value (see --help)\n", o->name);
+                return GW_CONFIG_EXIT_BAD;
+            }
+            val = argv[++i];
+        }
+        if (apply(cfg, o, val, "the command line", err) != 0)
+            return GW_CONFIG_EXIT_BAD;
+    }
+    return GW_CONFIG_OK;
+}
+
+gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char **envp, FILE *out,
+                                  FILE *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    if (load_defaults(cfg, err) != 0 || load_env(cfg, envp, err) != 0)
+        return GW_CONFIG_EXIT_BAD;
+    return load_args(cfg, argc, argv, out, err);
+}
+
+void gw_config_dispose(gw_config_t *cfg)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].kind == OPT_STR || options[i].kind == OPT_ADDR ||
+            options[i].kind == OPT_NODE) {
+            char **p = (char **)(void *)((char *)cfg + options[i].offset);
+            free(*p);
+            *p = NULL;
+        }
+}

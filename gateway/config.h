@@ -1,0 +1,41 @@
+/* gateway/config.h - gw_config_t: every setting of a gateway node, each one a command-line flag
+ * and a CHAT_ environment variable (upper snake case of the flag), flag over env over default.
+ * The option table in config.c is the single source of names, defaults, limits and help text. */
+#ifndef CHAT_GATEWAY_CONFIG_H
+#define CHAT_GATEWAY_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define GW_NODE_ID_MAX 64
+
+typedef struct gw_config {
+    char *listen; /* "host:port" as given */
+    struct sockaddr_storage listen_addr;
+    char *node_id; /* 1..64 of A-Z a-z 0-9 . _ - */
+    uint64_t max_rooms_per_conn;
+    uint64_t max_text_bytes;
+    int room_events;            /* send system join/leave notices */
+    uint64_t max_message_bytes; /* largest WebSocket message accepted */
+} gw_config_t;
+
+typedef enum gw_config_result {
+    GW_CONFIG_OK = 0,
+    GW_CONFIG_EXIT_OK,  /* --help or --version was printed: exit 0 */
+    GW_CONFIG_EXIT_BAD, /* an error was printed: exit 2 */
+} gw_config_result_t;
+
+/* Fills cfg from defaults, then envp (NULL-terminated "NAME=value" list), then argv. Prints help,
+ * version or a clear error (to out / err) when needed. cfg must be released with
+ * gw_config_dispose() whatever the result. */
+gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char **envp, FILE *out,
+                                  FILE *err);
+void gw_config_dispose(gw_config_t *cfg);
+
+/* Parses a duration ("500ms", "25s", "2m", "1h" or plain seconds) into ms. Returns 0 or
+ * CHAT_EINVAL. */
+int gw_parse_duration_ms(const char *s, uint64_t *out_ms);
+
+#endif

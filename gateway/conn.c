@@ -1,0 +1,220 @@
+/* gateway/conn.c - TCP bytes in and out with a shared-frame send queue (see conn.h). */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+
+static void conn_flush(gw_conn_t *c);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    gw_conn_t *c = chat_container_of((uv_tcp_t *)h, gw_conn_t, tcp);
+    *buf = *c->readbuf;
+}
+
+static void end(gw_conn_t *c, int err)
+{
+    if (c->ended)
+        return;
+    c->ended = 1;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    c->h->on_end(c->h->ctx, err);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    gw_conn_t *c = chat_container_of((uv_tcp_t *)s, gw_conn_t, tcp);
+    if (nread > 0) {
+        if (!c->graceful && !c->closed)
+            c->h->on_data(c->h->ctx, buf->base, (size_t)nread);
+        return;
+    }
+    if (nread < 0)
+        end(c, (int)nread);
+}
+
+int gw_conn_init(gw_conn_t *c, uv_loop_t *loop, chat_list_t *flush_list, uv_buf_t *readbuf,
+                 const gw_conn_handlers_t *h)
+{
+    memset(c, 0, sizeof(*c));
+    c->h = h;
+    c->flush_list = flush_list;
+    c->readbuf = readbuf;
+    chat_list_init(&c->flush_link);
+    return uv_tcp_init(loop, &c->tcp);
+}
+
+int gw_conn_start(gw_conn_t *c)
+{
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc == 0)
+        c->reading = 1;
+    return rc;
+}
+
+static void ring_push(gw_conn_t *c, chat_rcbuf_t *f)
+{
+    if (c->ring_count == c->ring_cap) {
+        size_t cap = c->ring_cap ? c->ring_cap * 2 : 8;
+        chat_rcbuf_t **r = chat_xmalloc(cap * sizeof(*r));
+        for (size_t i = 0; i < c->ring_count; i++)
+            r[i] = c->ring[(c->ring_head + i) % c->ring_cap];
+        free(c->ring);
+        c->ring = r;
+        c->ring_cap = cap;
+        c->ring_head = 0;
+    }
+    c->ring[(c->ring_head + c->ring_count) % c->ring_cap] = f;
+    c->ring_count++;
+}
+
+static chat_rcbuf_t *ring_pop(gw_conn_t *c)
+{
+    chat_rcbuf_t *f = c->ring[c->ring_head];
+    c->ring_head = (c->ring_head + 1) % c->ring_cap;
+    c->ring_count--;
+    return f;
+}
+
+static void schedule_flush(gw_conn_t *c)
+{
+    if (!chat_list_is_linked(&c->flush_link))
+        chat_list_insert_tail(c->flush_list, &c->flush_link);
+}
+
+void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame)
+{
+    if (c->closed || c->shut || c->ended)
+        return;
+    ring_push(c, chat_rcbuf_ref(frame));
+    c->queued_bytes += frame->len;
+    schedule_flush(c);
+}
+
+void gw_conn_send_copy(gw_conn_t *c, const void *p, size_t n)
+{
+    chat_rcbuf_t *f = chat_rcbuf_new(p, n);
+    gw_conn_send(c, f);
+    chat_rcbuf_release(f);
+}
+
+static void release_inflight(gw_conn_t *c)
+{
+    for (unsigned i = 0; i < c->ninflight; i++) {
+        c->queued_bytes -= c->inflight[i]->len;
+        chat_rcbuf_release(c->inflight[i]);
+    }
+    c->ninflight = 0;
+}
+
+static void drop_ring(gw_conn_t *c)
+{
+    while (c->ring_count) {
+        chat_rcbuf_t *f = ring_pop(c);
+        c->queued_bytes -= f->len;
+        chat_rcbuf_release(f);
+    }
+    free(c->ring);
+    c->ring = NULL;
+    c->ring_cap = c->ring_head = 0;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    /* Nothing to do: on_end arrives with the peer's EOF (or the owner's timer fires). */
+}
+
+static void maybe_shutdown(gw_conn_t *c)
+{
+    if (!c->graceful || c->shut || c->writing || c->ring_count || c->closed)
+        return;
+    c->shut = 1;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        end(c, UV_EOF);
+}
+
+static void on_write_done(uv_write_t *req, int status)
+{
+    gw_conn_t *c = chat_container_of(req, gw_conn_t, write_req);
+    c->writing = 0;
+    release_inflight(c);
+    if (c->closed)
+        return;
+    if (status != 0) {
+        end(c, status);
+        return;
+    }
+    if (c->ring_count)
+        conn_flush(c);
+    else
+        maybe_shutdown(c);
+}
+
+static void conn_flush(gw_conn_t *c)
+{
+    uv_buf_t bufs[GW_CONN_MAX_IOV];
+    unsigned n = 0;
+    if (c->writing || c->closed || c->ended)
+        return;
+    while (n < GW_CONN_MAX_IOV && c->ring_count) {
+        chat_rcbuf_t *f = ring_pop(c);
+        c->inflight[n] = f;
+        bufs[n++] = uv_buf_init(f->data, (unsigned)f->len);
+    }
+    if (n == 0) {
+        maybe_shutdown(c);
+        return;
+    }
+    c->ninflight = n;
+    c->writing = 1;
+    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_write_done);
+    if (rc != 0) { /* the callback will not run (libuv rule) */
+        c->writing = 0;
+        release_inflight(c);
+        end(c, rc);
+    }
+}
+
+void gw_conn_flush_all(chat_list_t *flush_list)
+{
+    while (!chat_list_is_empty(flush_list)) {
+        gw_conn_t *c = chat_container_of(flush_list->next, gw_conn_t, flush_link);
+        chat_list_unlink(&c->flush_link);
+        conn_flush(c);
+    }
+}
+
+void gw_conn_close_gracefully(gw_conn_t *c)
+{
+    if (c->graceful || c->closed)
+        return;
+    c->graceful = 1;
+    schedule_flush(c); /* shutdown happens once the queue is written */
+}
+
+void gw_conn_abort(gw_conn_t *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    if (chat_list_is_linked(&c->flush_link))
+        chat_list_unlink(&c->flush_link);
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    drop_ring(c);
+}
+
+void gw_conn_close_handle(gw_conn_t *c, uv_close_cb cb)
+{
+    gw_conn_abort(c);
+    /* In-flight write callbacks run with UV_ECANCELED before cb and release their frames. */
+    uv_close((uv_handle_t *)&c->tcp, cb);
+}

@@ -1,0 +1,189 @@
+/* gateway/dispatch.c - what a client message does: protocol v1 (docs/protocol.md). Parses the
+ * envelope once, checks it against the session's rooms and the limits, publishes through the
+ * broker and answers. Every refusal is an `error` envelope; the connection stays open. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "envelope.h"
+#include "err.h"
+#include "internal.h"
+
+static void reply_error(gw_session_t *s, const char *code, const char *message, chat_str_t cid,
+                        chat_str_t room)
+{
+    chat_buf_reset(&s->srv->json);
+    chat_env_build_error(&s->srv->json, code, message, cid, room);
+    gw__session_send_json(s);
+}
+
+/* Publishes a system join/leave notice for room (the actor does not get it). */
+static void notice(gw_session_t *s, chat_str_t room, const char *event)
+{
+    gw_server_t *srv = s->srv;
+    if (!srv->cfg->room_events)
+        return;
+    chat_buf_reset(&srv->json);
+    chat_env_build_system(&srv->json, room, event, chat_str(s->user, s->user_len),
+                          chat_wall_ms());
+    gw__publish(srv, room, CHAT_WIRE_SYSTEM, s, 1, 0);
+}
+
+void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid)
+{
+    gw_member_t *m;
+    if (!chat_room_name_valid(room)) {
+        reply_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
+        return;
+    }
+    if (gw__room_membership(s, room) == NULL) {
+        if (s->nrooms >= s->srv->cfg->max_rooms_per_conn) {
+            reply_error(s, "room_limit", "too many rooms for this connection", cid, room);
+            return;
+        }
+        if (gw__room_join(s, room, &m) != 0) {
+            reply_error(s, "unavailable", "the room cannot be joined now", cid, room);
+            return;
+        }
+        notice(s, room, "join");
+    }
+    chat_buf_reset(&s->srv->json);
+    chat_env_build_joined(&s->srv->json, room);
+    gw__session_send_json(s);
+}
+
+static void leave(gw_session_t *s, chat_str_t room, chat_str_t cid)
+{
+    gw_member_t *m;
+    if (!chat_room_name_valid(room)) {
+        reply_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
+        return;
+    }
+    if ((m = gw__room_membership(s, room)) == NULL) {
+        reply_error(s, "not_joined", "not a member of this room", cid, room);
+        return;
+    }
+    gw__room_leave(m);
+    notice(s, room, "leave");
+    chat_buf_reset(&s->srv->json);
+    chat_env_build_left(&s->srv->json, room);
+    gw__session_send_json(s);
+}
+
+void gw__dispatch_leave_all(gw_session_t *s)
+{
+    while (!chat_list_is_empty(&s->rooms)) {
+        gw_member_t *m = chat_container_of(s->rooms.next, gw_member_t, session_link);
+        char name[CHAT_ROOM_NAME_MAX];
+        chat_str_t room = chat_str(name, m->room->name_len);
+        memcpy(name, m->room->name, room.len);
+        gw__room_leave(m);
+        notice(s, room, "leave");
+    }
+}
+
+/* The room a chat or typing message is for: the given one (which must be joined), or the only
+ * room of the connection. Replies with an error and returns 0 when there is none. */
+static int target_room(gw_session_t *s, const chat_env_in_t *in, chat_str_t *room)
+{
+    if (in->room.p == NULL) {
+        if (s->nrooms != 1) {
+            reply_error(s, "bad_request",
+                        s->nrooms ? "field 'room' is required when in several rooms"
+                                  : "join a room first",
+                        in->cid, CHAT_STR_NULL);
+            return 0;
+        }
+        gw_member_t *m = chat_container_of(s->rooms.next, gw_member_t, session_link);
+        *room = chat_str(m->room->name, m->room->name_len);
+        return 1;
+    }
+    if (!chat_room_name_valid(in->room)) {
+        reply_error(s, "bad_request", "invalid room name", in->cid, CHAT_STR_NULL);
+        return 0;
+    }
+    if (gw__room_membership(s, in->room) == NULL) {
+        reply_error(s, "not_joined", "not a member of this room", in->cid, in->room);
+        return 0;
+    }
+    *room = in->room;
+    return 1;
+}
+
+static void chat(gw_session_t *s, const chat_env_in_t *in)
+{
+    gw_server_t *srv = s->srv;
+    chat_str_t room;
+    char id[GW_ID_MAX + 32];
+    if (!target_room(s, in, &room))
+        return;
+    if (in->text.len == 0 || in->text.len > srv->cfg->max_text_bytes) {
+        reply_error(s, "bad_request",
+                    in->text.len ? "field 'text' is too long" : "field 'text' must not be empty",
+                    in->cid, room);
+        return;
+    }
+    int idlen = snprintf(id, sizeof(id), "%.*s-%s-%" PRIx64, (int)srv->node.len, srv->node.p,
+                         srv->boot36, ++srv->next_msg_seq);
+    chat_env_chat_t m = {
+        .room = room,
+        .id = chat_str(id, (size_t)idlen),
+        .user = chat_str(s->user, s->user_len),
+        .text = in->text,
+        .ts = chat_wall_ms(),
+    };
+    chat_buf_reset(&srv->json);
+    chat_env_build_chat(&srv->json, &m);
+    if (gw__publish(srv, room, CHAT_WIRE_CHAT, s, 0, s->id) != 0) {
+        reply_error(s, "unavailable", "the message could not be published", in->cid, room);
+        return;
+    }
+    gw__session_expect_published(s, room, in->cid, m.id);
+}
+
+static void typing(gw_session_t *s, const chat_env_in_t *in)
+{
+    chat_str_t room;
+    if (!target_room(s, in, &room))
+        return;
+    chat_buf_reset(&s->srv->json);
+    chat_env_build_typing(&s->srv->json, room, chat_str(s->user, s->user_len));
+    gw__publish(s->srv, room, CHAT_WIRE_TYPING, s, 1, 0); /* best effort: no answer */
+}
+
+void gw__dispatch(gw_session_t *s, const char *p, size_t n)
+{
+    chat_env_in_t in;
+    struct cJSON *doc = NULL;
+    int rc = chat_env_parse(p, n, &in, &doc);
+    if (rc == CHAT_EBADJSON) {
+        reply_error(s, "bad_json", "a message must be one JSON object", CHAT_STR_NULL,
+                    CHAT_STR_NULL);
+    } else if (rc == CHAT_EUNKNOWN_TYPE) {
+        reply_error(s, "unknown_type", in.error, in.cid, CHAT_STR_NULL);
+    } else if (rc != 0) {
+        reply_error(s, "bad_request", in.error, in.cid, CHAT_STR_NULL);
+    } else {
+        switch (in.type) {
+        case CHAT_ENV_JOIN:
+            gw__dispatch_join(s, in.room, in.cid);
+            break;
+        case CHAT_ENV_LEAVE:
+            leave(s, in.room, in.cid);
+            break;
+        case CHAT_ENV_CHAT:
+            chat(s, &in);
+            break;
+        case CHAT_ENV_TYPING:
+            typing(s, &in);
+            break;
+        case CHAT_ENV_PING:
+            chat_buf_reset(&s->srv->json);
+            chat_env_build_pong(&s->srv->json);
+            gw__session_send_json(s);
+            break;
+        }
+    }
+    chat_env_free(doc);
+}

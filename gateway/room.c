@@ -1,0 +1,88 @@
+/* gateway/room.c - the room registry of ONE node: room name -> local members. Owns gw_room_t and
+ * gw_member_t. Subscribes the room's broker topic when the first local member joins and
+ * unsubscribes when the last one leaves, so the node receives only the rooms it needs. Delivery
+ * encodes a broker message once into a WebSocket frame that every local member shares. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "internal.h"
+#include "log.h"
+
+gw_member_t *gw__room_membership(gw_session_t *s, chat_str_t name)
+{
+    chat_list_t *pos, *tmp;
+    chat_list_foreach_safe(pos, tmp, &s->rooms)
+    {
+        gw_member_t *m = chat_container_of(pos, gw_member_t, session_link);
+        if (chat_str_eq(chat_str(m->room->name, m->room->name_len), name))
+            return m;
+    }
+    return NULL;
+}
+
+int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
+{
+    gw_server_t *srv = s->srv;
+    gw_room_t *room = chat_map_get(&srv->rooms, name);
+    if (room == NULL) {
+        int rc = broker_subscribe(srv->broker, name);
+        if (rc != 0)
+            return rc;
+        room = chat_xcalloc(1, sizeof(*room));
+        chat_list_init(&room->members);
+        memcpy(room->name, name.p, name.len);
+        room->name_len = name.len;
+        chat_map_put(&srv->rooms, name, room);
+    }
+    gw_member_t *m = chat_xcalloc(1, sizeof(*m));
+    m->room = room;
+    m->session = s;
+    chat_list_insert_tail(&room->members, &m->room_link);
+    chat_list_insert_tail(&s->rooms, &m->session_link);
+    room->nmembers++;
+    s->nrooms++;
+    *out = m;
+    return 0;
+}
+
+void gw__room_leave(gw_member_t *m)
+{
+    gw_room_t *room = m->room;
+    gw_server_t *srv = m->session->srv;
+    chat_list_unlink(&m->room_link);
+    chat_list_unlink(&m->session_link);
+    m->session->nrooms--;
+    room->nmembers--;
+    free(m);
+    if (room->nmembers == 0) {
+        chat_str_t name = chat_str(room->name, room->name_len);
+        broker_unsubscribe(srv->broker, name);
+        chat_map_del(&srv->rooms, name);
+        free(room);
+    }
+}
+
+void gw__room_deliver(gw_server_t *srv, chat_str_t topic, chat_str_t data)
+{
+    chat_wire_hdr_t h;
+    chat_str_t json;
+    gw_room_t *room = chat_map_get(&srv->rooms, topic);
+    if (room == NULL)
+        return; /* the last member left after the message was published */
+    if (chat_wire_parse(data, &h, &json) != 0) {
+        chat_log(CHAT_LOG_WARN, "room", "dropping a malformed broker message (%zu bytes)",
+                 data.len);
+        return;
+    }
+    uint64_t skip = h.exclude_origin && chat_str_eq(h.origin_node, srv->node) ? h.origin_conn : 0;
+    chat_rcbuf_t *frame = gw_ws_encode(0, json.p, json.len); /* once for every member */
+    chat_list_t *pos, *tmp;
+    chat_list_foreach_safe(pos, tmp, &room->members)
+    {
+        gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
+        if (m->session->id != skip)
+            gw__session_send(m->session, frame);
+    }
+    chat_rcbuf_release(frame);
+}

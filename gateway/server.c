@@ -1,0 +1,177 @@
+/* gateway/server.c - the node: listener, session registry, broker wiring, once-per-turn flush,
+ * and orderly stop (see server.h). */
+#include "server.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "err.h"
+#include "internal.h"
+#include "log.h"
+
+static void on_flush(uv_prepare_t *p)
+{
+    gw_server_t *srv = p->data;
+    gw_conn_flush_all(&srv->flush_list);
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    gw_server_t *srv = l->data;
+    if (status != 0) {
+        chat_log(CHAT_LOG_WARN, "server", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    gw__session_accept(srv);
+}
+
+static void on_broker_message(void *ctx, chat_str_t topic, chat_str_t data)
+{
+    gw__room_deliver(ctx, topic, data);
+}
+
+static void on_broker_published(void *ctx, uint64_t tag, int status)
+{
+    gw_session_t *s = gw__session_find(ctx, tag);
+    if (s != NULL)
+        gw__session_on_published(s, status);
+}
+
+static void on_broker_link(void *ctx, int up)
+{
+    chat_log(up ? CHAT_LOG_INFO : CHAT_LOG_WARN, "server", "broker link %s", up ? "up" : "down");
+}
+
+int gw__publish(gw_server_t *srv, chat_str_t room, chat_wire_kind_t kind, gw_session_t *origin,
+                int exclude_origin, uint64_t tag)
+{
+    chat_wire_hdr_t h = {
+        .kind = kind,
+        .exclude_origin = exclude_origin,
+        .origin_node = srv->node,
+        .origin_conn = origin ? origin->id : 0,
+        .publish_ms = chat_wall_ms(),
+    };
+    chat_buf_reset(&srv->wire);
+    chat_wire_put_header(&srv->wire, &h);
+    chat_buf_append(&srv->wire, srv->json.p, srv->json.len);
+    return broker_publish(srv->broker, room, chat_buf_str(&srv->wire), tag);
+}
+
+static void base36(uint64_t v, char *out, size_t cap)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
+        v /= 36;
+    } while (v && n < sizeof(tmp));
+    size_t i = 0;
+    for (; i < n && i + 1 < cap; i++)
+        out[i] = tmp[n - 1 - i];
+    out[i] = '\0';
+}
+
+static void free_server(gw_server_t *srv)
+{
+    void (*cb)(void *) = srv->on_stopped;
+    void *ctx = srv->on_stopped_ctx;
+    chat_map_dispose(&srv->sessions);
+    chat_map_dispose(&srv->rooms);
+    chat_buf_free(&srv->json);
+    chat_buf_free(&srv->wire);
+    free(srv->readbuf.base);
+    free(srv);
+    if (cb)
+        cb(ctx);
+}
+
+static void on_server_handle_closed(uv_handle_t *h)
+{
+    gw_server_t *srv = h->data;
+    if (--srv->pending_closes == 0)
+        free_server(srv);
+}
+
+static void finish_stop(gw_server_t *srv)
+{
+    if (srv->broker) {
+        broker_close(srv->broker);
+        srv->broker = NULL;
+    }
+    srv->pending_closes++;
+    uv_close((uv_handle_t *)&srv->flusher, on_server_handle_closed);
+}
+
+void gw__server_session_gone(gw_server_t *srv)
+{
+    srv->nsessions--;
+    if (srv->stopping && srv->nsessions == 0 && srv->broker != NULL)
+        finish_stop(srv);
+}
+
+int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
+{
+    int rc;
+    gw_server_t *srv = chat_xcalloc(1, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->node = chat_cstr(cfg->node_id);
+    chat_list_init(&srv->flush_list);
+    chat_list_init(&srv->session_list);
+    chat_map_init(&srv->sessions);
+    chat_map_init(&srv->rooms);
+    srv->readbuf = uv_buf_init(chat_xmalloc(GW_READ_BUF_BYTES), GW_READ_BUF_BYTES);
+    base36((uint64_t)chat_wall_ms(), srv->boot36, sizeof(srv->boot36));
+    broker_handlers_t bh = {
+        .on_message = on_broker_message,
+        .on_published = on_broker_published,
+        .on_link = on_broker_link,
+        .ctx = srv,
+    };
+    if ((rc = broker_open(loop, NULL, &bh, &srv->broker)) != 0) {
+        chat_map_dispose(&srv->sessions);
+        chat_map_dispose(&srv->rooms);
+        free(srv->readbuf.base);
+        free(srv);
+        return rc;
+    }
+    uv_prepare_init(loop, &srv->flusher);
+    srv->flusher.data = srv;
+    uv_prepare_start(&srv->flusher, on_flush);
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    srv->listener_open = 1;
+    if ((rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&cfg->listen_addr, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection)) != 0) {
+        gw_server_stop(srv, NULL, NULL);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+void gw_server_stop(gw_server_t *srv, void (*on_stopped)(void *ctx), void *ctx)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    srv->on_stopped = on_stopped;
+    srv->on_stopped_ctx = ctx;
+    if (srv->listener_open) {
+        srv->listener_open = 0;
+        srv->pending_closes++;
+        uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+    }
+    chat_list_t *pos, *tmp;
+    chat_list_foreach_safe(pos, tmp, &srv->session_list)
+    {
+        gw_session_t *s = chat_container_of(pos, gw_session_t, link);
+        gw__session_close(s, GW_CLOSE_GOING_AWAY, "server shutting down");
+    }
+    if (srv->nsessions == 0)
+        finish_stop(srv);
+}

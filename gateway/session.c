@@ -1,0 +1,320 @@
+/* gateway/session.c - one client connection from accept to free:
+ *   HANDSHAKE (HTTP request head) -> OPEN (WebSocket) -> CLOSING (last bytes, await EOF) -> CLOSED.
+ * Owns its gw_conn_t, timer, request parser, WebSocket and memberships. States only move forward;
+ * every entry point checks the state first. Memberships and registry links are cut synchronously
+ * when closing starts; the memory is freed in the last handle close callback (STYLE C6). */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "demo_page.h"
+#include "envelope.h"
+#include "err.h"
+#include "internal.h"
+#include "log.h"
+
+/* A chat publication waiting for the broker's verdict. */
+typedef struct gw_pending_pub {
+    chat_list_t link;
+    chat_rcbuf_t *ack; /* the ack frame, NULL when the client sent no cid */
+    size_t room_len, cid_len;
+    char room[CHAT_ROOM_NAME_MAX];
+    char cid[]; /* cid_len bytes; cid_len == 0 and ack == NULL: no cid */
+} gw_pending_pub_t;
+
+static chat_str_t id_key(const uint64_t *id)
+{
+    return chat_str((const char *)id, sizeof(*id));
+}
+
+gw_session_t *gw__session_find(gw_server_t *srv, uint64_t id)
+{
+    return chat_map_get(&srv->sessions, id_key(&id));
+}
+
+static void set_state(gw_session_t *s, gw_session_state_t to)
+{
+    if (to <= s->state)
+        abort(); /* states only move forward */
+    s->state = to;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    gw_session_t *s = h->data;
+    if (--s->pending_closes > 0)
+        return;
+    gw_server_t *srv = s->srv;
+    gw_ws_free(s->ws);
+    if (s->req) {
+        gw_http_req_dispose(s->req);
+        free(s->req);
+    }
+    free(s);
+    gw__server_session_gone(srv);
+}
+
+static void drop_pending_pubs(gw_session_t *s)
+{
+    while (!chat_list_is_empty(&s->pending_pubs)) {
+        gw_pending_pub_t *p = chat_container_of(s->pending_pubs.next, gw_pending_pub_t, link);
+        chat_list_unlink(&p->link);
+        chat_rcbuf_release(p->ack);
+        free(p);
+    }
+}
+
+/* Cuts every link to the rest of the node: rooms (with leave notices) and the id registry. */
+static void detach(gw_session_t *s)
+{
+    gw__dispatch_leave_all(s);
+    drop_pending_pubs(s);
+    if (chat_list_is_linked(&s->link)) {
+        chat_map_del(&s->srv->sessions, id_key(&s->id));
+        chat_list_unlink(&s->link);
+    }
+}
+
+static void teardown(gw_session_t *s)
+{
+    if (s->state == GW_S_CLOSED)
+        return;
+    detach(s);
+    set_state(s, GW_S_CLOSED);
+    s->pending_closes = 2;
+    uv_timer_stop(&s->timer);
+    gw_conn_close_handle(&s->conn, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    gw_session_t *s = t->data;
+    if (s->state == GW_S_HANDSHAKE)
+        chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": handshake timeout", s->id);
+    teardown(s);
+}
+
+/* Writes what is queued, then waits (bounded) for the peer to close. */
+static void finish(gw_session_t *s)
+{
+    if (s->state >= GW_S_CLOSING)
+        return;
+    detach(s);
+    set_state(s, GW_S_CLOSING);
+    gw_conn_close_gracefully(&s->conn);
+    uv_timer_start(&s->timer, on_timer, s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS,
+                   0);
+}
+
+void gw__session_close(gw_session_t *s, uint16_t code, const char *reason)
+{
+    if (s->state == GW_S_OPEN) {
+        gw_ws_close(s->ws, code, reason);
+        finish(s);
+    } else if (s->state == GW_S_HANDSHAKE) {
+        teardown(s);
+    }
+}
+
+void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame)
+{
+    if (s->state == GW_S_OPEN)
+        gw_conn_send(&s->conn, frame);
+}
+
+void gw__session_send_json(gw_session_t *s)
+{
+    chat_rcbuf_t *f = gw_ws_encode(0, s->srv->json.p, s->srv->json.len);
+    gw__session_send(s, f);
+    chat_rcbuf_release(f);
+}
+
+/* ---- WebSocket phase ---- */
+
+static void on_ws_send(void *ctx, const char *p, size_t n)
+{
+    gw_session_t *s = ctx;
+    gw_conn_send_copy(&s->conn, p, n);
+}
+
+static void on_ws_message(void *ctx, int binary, const char *p, size_t n)
+{
+    gw_session_t *s = ctx;
+    if (s->state != GW_S_OPEN)
+        return;
+    if (binary) {
+        gw__session_close(s, GW_CLOSE_UNSUPPORTED, "binary frames are not supported");
+        return;
+    }
+    gw__dispatch(s, p, n);
+}
+
+static void ws_input(gw_session_t *s, const char *p, size_t n)
+{
+    if (gw_ws_feed(s->ws, p, n) != 0) /* close handshake done, or the peer broke the protocol */
+        finish(s);
+    else if (s->state == GW_S_OPEN && gw_ws_closing(s->ws))
+        finish(s);
+}
+
+/* ---- handshake phase ---- */
+
+static void refuse(gw_session_t *s, int status, const char *error, const char *message)
+{
+    chat_buf_t out = CHAT_BUF_INIT;
+    gw_http_build_refusal(&out, status, error, message);
+    gw_conn_send_copy(&s->conn, out.p, out.len);
+    chat_buf_free(&out);
+    chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": refused %d %s", s->id, status, error);
+    finish(s);
+}
+
+static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
+{
+    gw_server_t *srv = s->srv;
+    chat_buf_t out = CHAT_BUF_INIT;
+    if (gw_ws_create(&s->ws, srv->cfg->max_message_bytes, &s->ws_h) != 0) {
+        refuse(s, 503, "unavailable", "out of memory");
+        return;
+    }
+    gw_http_build_101(&out, u);
+    gw_conn_send_copy(&s->conn, out.p, out.len);
+    chat_buf_free(&out);
+    uv_timer_stop(&s->timer);
+    set_state(s, GW_S_OPEN);
+    chat_buf_reset(&srv->json);
+    chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), srv->node,
+                           chat_str(s->conn_name, s->conn_name_len));
+    gw__session_send_json(s);
+    if (u->route == GW_ROUTE_CHAT)
+        gw__dispatch_join(s, u->room, CHAT_STR_NULL);
+}
+
+static void handshake_input(gw_session_t *s, const char *p, size_t n)
+{
+    gw_upgrade_t u;
+    int used = gw_http_req_feed(s->req, p, n);
+    if (used == 0)
+        return;
+    if (used == CHAT_ETOOLARGE) {
+        refuse(s, 431, "header_too_large", "the request head is too large");
+        return;
+    }
+    if (used < 0) {
+        refuse(s, 400, "bad_request", "malformed HTTP request");
+        return;
+    }
+    if (gw_upgrade_check(s->req, &u) != 0) {
+        refuse(s, u.status, u.error, u.message);
+        return;
+    }
+    if (u.route == GW_ROUTE_DEMO) {
+        chat_buf_t out = CHAT_BUF_INIT;
+        gw_http_build_ok(&out, "text/html; charset=utf-8",
+                         chat_str(gw_demo_page, gw_demo_page_len));
+        gw_conn_send_copy(&s->conn, out.p, out.len);
+        chat_buf_free(&out);
+        finish(s);
+        return;
+    }
+    if (s->srv->stopping) {
+        refuse(s, 503, "unavailable", "the server is shutting down");
+        return;
+    }
+    open_websocket(s, &u); /* u.room points into s->req: keep it until the join is done */
+    gw_http_req_dispose(s->req);
+    free(s->req);
+    s->req = NULL;
+    if (s->state == GW_S_OPEN && (size_t)used < n)
+        ws_input(s, p + used, n - (size_t)used);
+}
+
+static void on_conn_data(void *ctx, const char *p, size_t n)
+{
+    gw_session_t *s = ctx;
+    if (s->state == GW_S_HANDSHAKE)
+        handshake_input(s, p, n);
+    else if (s->state == GW_S_OPEN)
+        ws_input(s, p, n);
+    /* CLOSING: input after our last bytes is discarded */
+}
+
+static void on_conn_end(void *ctx, int err)
+{
+    gw_session_t *s = ctx;
+    chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": ended (%s)", s->id, chat_strerror(err));
+    teardown(s);
+}
+
+/* ---- publications ---- */
+
+void gw__session_on_published(gw_session_t *s, int status)
+{
+    if (chat_list_is_empty(&s->pending_pubs))
+        return;
+    gw_pending_pub_t *p = chat_container_of(s->pending_pubs.next, gw_pending_pub_t, link);
+    chat_list_unlink(&p->link);
+    if (status == 0 && p->ack != NULL) {
+        gw__session_send(s, p->ack);
+    } else if (status != 0) {
+        chat_buf_reset(&s->srv->json);
+        chat_env_build_error(&s->srv->json, "unavailable", "the message could not be published",
+                             p->ack ? chat_str(p->cid, p->cid_len) : CHAT_STR_NULL,
+                             chat_str(p->room, p->room_len));
+        gw__session_send_json(s);
+    }
+    chat_rcbuf_release(p->ack);
+    free(p);
+}
+
+void gw__session_expect_published(gw_session_t *s, chat_str_t room, chat_str_t cid, chat_str_t id)
+{
+    gw_pending_pub_t *p = chat_xcalloc(1, sizeof(*p) + cid.len);
+    memcpy(p->room, room.p, room.len);
+    p->room_len = room.len;
+    if (cid.p != NULL) {
+        chat_buf_t ack = CHAT_BUF_INIT;
+        chat_env_build_ack(&ack, cid, room, id);
+        p->ack = gw_ws_encode(0, ack.p, ack.len);
+        chat_buf_free(&ack);
+        memcpy(p->cid, cid.p, cid.len);
+        p->cid_len = cid.len;
+    }
+    chat_list_insert_tail(&s->pending_pubs, &p->link);
+}
+
+/* ---- accept ---- */
+
+void gw__session_accept(gw_server_t *srv)
+{
+    gw_session_t *s = chat_xcalloc(1, sizeof(*s));
+    s->srv = srv;
+    s->id = ++srv->next_session_id;
+    s->conn_h = (gw_conn_handlers_t){.on_data = on_conn_data, .on_end = on_conn_end, .ctx = s};
+    s->ws_h = (gw_ws_handlers_t){.on_message = on_ws_message, .send = on_ws_send, .ctx = s};
+    chat_list_init(&s->rooms);
+    chat_list_init(&s->pending_pubs);
+    chat_list_init(&s->link);
+    s->user_len = (size_t)snprintf(s->user, sizeof(s->user), "guest-%.*s-%" PRIu64,
+                                   (int)srv->node.len, srv->node.p, s->id);
+    s->conn_name_len = (size_t)snprintf(s->conn_name, sizeof(s->conn_name), "%.*s-%" PRIu64,
+                                        (int)srv->node.len, srv->node.p, s->id);
+    gw_conn_init(&s->conn, srv->loop, &srv->flush_list, &srv->readbuf, &s->conn_h);
+    s->conn.tcp.data = s;
+    uv_timer_init(srv->loop, &s->timer);
+    s->timer.data = s;
+    srv->nsessions++;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&s->conn.tcp) != 0 ||
+        gw_conn_start(&s->conn) != 0) {
+        teardown(s);
+        return;
+    }
+    s->req = chat_xmalloc(sizeof(*s->req));
+    gw_http_req_init(s->req, 8192);
+    chat_map_put(&srv->sessions, id_key(&s->id), s);
+    chat_list_insert_tail(&srv->session_list, &s->link);
+    uv_timer_start(&s->timer, on_timer, GW_HANDSHAKE_TIMEOUT_MS, 0);
+}

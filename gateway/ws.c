@@ -1,0 +1,197 @@
+/* gateway/ws.c - wslay glue: input parsing, UTF-8 checks, close handling, frame encoding (see
+ * ws.h). wslay's error codes stop here. */
+#include "ws.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "utf8.h"
+
+struct gw_ws {
+    wslay_event_context_ptr ctx;
+    const gw_ws_handlers_t *h;
+    const char *in; /* the bytes of the current gw_ws_feed() */
+    size_t in_len;
+    chat_utf8_t utf8;      /* validator of the text message being received */
+    unsigned msg_text : 1; /* the data message in progress is text */
+    unsigned frame_data : 1, frame_fin : 1;
+    unsigned bad_utf8 : 1, closed_by_us : 1;
+    uint16_t peer_code;
+};
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
+{
+    gw_ws_t *ws = ud;
+    if (ws->in_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < ws->in_len ? len : ws->in_len;
+    memcpy(buf, ws->in, n);
+    ws->in += n;
+    ws->in_len -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud)
+{
+    gw_ws_t *ws = ud;
+    ws->h->send(ws->h->ctx, (const char *)data, len); /* always takes the whole chunk */
+    return (ssize_t)len;
+}
+
+static void fail_utf8(gw_ws_t *ws)
+{
+    if (ws->bad_utf8)
+        return;
+    ws->bad_utf8 = 1; /* gw_ws_feed() sends the close once wslay_event_recv() returns */
+    wslay_event_shutdown_read(ws->ctx);
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    gw_ws_t *ws = ud;
+    ws->frame_data = arg->opcode < 0x8;
+    ws->frame_fin = arg->fin;
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
+        ws->msg_text = 1;
+        ws->utf8 = CHAT_UTF8_INIT;
+    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
+        ws->msg_text = 0;
+    }
+}
+
+static void on_frame_chunk(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
+{
+    gw_ws_t *ws = ud;
+    if (ws->frame_data && ws->msg_text && chat_utf8_feed(&ws->utf8, arg->data, arg->data_length))
+        fail_utf8(ws);
+}
+
+static void on_frame_end(wslay_event_context_ptr ctx, void *ud)
+{
+    gw_ws_t *ws = ud;
+    if (ws->frame_data && ws->frame_fin && ws->msg_text && !chat_utf8_complete(&ws->utf8))
+        fail_utf8(ws);
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *ud)
+{
+    gw_ws_t *ws = ud;
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+        ws->peer_code = arg->status_code;
+        return;
+    }
+    if (ws->bad_utf8 || ws->closed_by_us)
+        return;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        ws->h->on_message(ws->h->ctx, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
+                          arg->msg_length);
+}
+
+int gw_ws_create(gw_ws_t **out, size_t max_msg_bytes, const gw_ws_handlers_t *h)
+{
+    static const struct wslay_event_callbacks cbs = {
+        .recv_callback = recv_cb,
+        .send_callback = send_cb,
+        .on_frame_recv_start_callback = on_frame_start,
+        .on_frame_recv_chunk_callback = on_frame_chunk,
+        .on_frame_recv_end_callback = on_frame_end,
+        .on_msg_recv_callback = on_msg,
+    };
+    gw_ws_t *ws = chat_xcalloc(1, sizeof(*ws));
+    ws->h = h;
+    if (wslay_event_context_server_init(&ws->ctx, &cbs, ws) != 0) {
+        free(ws);
+        return CHAT_ENOMEM;
+    }
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_msg_bytes);
+    *out = ws;
+    return 0;
+}
+
+void gw_ws_free(gw_ws_t *ws)
+{
+    if (ws == NULL)
+        return;
+    wslay_event_context_free(ws->ctx);
+    free(ws);
+}
+
+static int finished(gw_ws_t *ws)
+{
+    return !wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx);
+}
+
+int gw_ws_feed(gw_ws_t *ws, const char *p, size_t n)
+{
+    ws->in = p;
+    ws->in_len = n;
+    int rc = wslay_event_recv(ws->ctx);
+    ws->in = NULL;
+    ws->in_len = 0;
+    if (rc != 0) /* WSLAY_ERR_NOMEM or a callback failure: give up on this connection */
+        return CHAT_ECLOSED;
+    if (ws->bad_utf8)
+        gw_ws_close(ws, GW_CLOSE_BAD_DATA, "invalid UTF-8 in a text message");
+    if (wslay_event_send(ws->ctx) != 0)
+        return CHAT_ECLOSED;
+    return finished(ws) ? CHAT_ECLOSED : 0;
+}
+
+void gw_ws_close(gw_ws_t *ws, uint16_t code, const char *reason)
+{
+    if (ws->closed_by_us)
+        return;
+    ws->closed_by_us = 1;
+    size_t rlen = reason ? strlen(reason) : 0;
+    if (rlen > 123)
+        rlen = 123;
+    wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, rlen);
+    wslay_event_shutdown_read(ws->ctx);
+    wslay_event_send(ws->ctx);
+}
+
+int gw_ws_closing(const gw_ws_t *ws)
+{
+    return ws->closed_by_us || wslay_event_get_close_received(ws->ctx) ||
+           wslay_event_get_close_sent(ws->ctx);
+}
+
+uint16_t gw_ws_peer_close_code(const gw_ws_t *ws)
+{
+    return ws->peer_code;
+}
+
+chat_rcbuf_t *gw_ws_encode(int binary, const void *p, size_t n)
+{
+    unsigned char hdr[10];
+    size_t hl;
+    hdr[0] = 0x80 | (binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME);
+    if (n < 126) {
+        hdr[1] = (unsigned char)n;
+        hl = 2;
+    } else if (n <= 0xffff) {
+        hdr[1] = 126;
+        hdr[2] = (unsigned char)(n >> 8);
+        hdr[3] = (unsigned char)n;
+        hl = 4;
+    } else {
+        hdr[1] = 127;
+        for (int i = 0; i < 8; i++)
+            hdr[2 + i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
+        hl = 10;
+    }
+    chat_rcbuf_t *f = chat_rcbuf_new(NULL, hl + n);
+    memcpy(f->data, hdr, hl);
+    if (n)
+        memcpy(f->data + hl, p, n);
+    return f;
+}

@@ -1,0 +1,1070 @@
+/* tests/unit/test_envelope.c - unit tests for common/envelope.c: every parse error path, the
+ * required/optional fields of each client type, cid echo, ignored client fields, inputs that
+ * are not NUL-terminated, and the exact bytes, escaping and cJSON round-trip of each builder.
+ * Every parse input is copied into a heap block of exactly n bytes, so ASan catches any read
+ * past the payload. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "envelope.h"
+#include "err.h"
+#include "str.h"
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+#define assert_chat_str(s, want)                                                                   \
+    do {                                                                                           \
+        chat_str_t s_ = (s);                                                                       \
+        const char *w_ = (want);                                                                   \
+        assert_non_null(s_.p);                                                                     \
+        assert_int_equal(s_.len, strlen(w_));                                                      \
+        if (s_.len > 0)                                                                            \
+            assert_memory_equal(s_.p, w_, s_.len);                                                 \
+    } while (0)
+
+#define assert_buf_eq(b, want)                                                                     \
+    do {                                                                                           \
+        const char *w_ = (want);                                                                   \
+        assert_int_equal((b)->len, strlen(w_));                                                    \
+        assert_memory_equal((b)->p, w_, (b)->len);                                                 \
+    } while (0)
+
+/* Parses the first n bytes of p from an exact-size heap copy (no NUL after it). The copy is
+ * freed before returning: results must borrow only *doc. */
+static int parse_n(const char *p, size_t n, chat_env_in_t *in, cJSON **doc)
+{
+    char *copy = chat_xmalloc(n);
+    int rc;
+
+    if (n > 0)
+        memcpy(copy, p, n);
+    rc = chat_env_parse(copy, n, in, doc);
+    free(copy);
+    return rc;
+}
+
+static int parse(const char *json, chat_env_in_t *in, cJSON **doc)
+{
+    return parse_n(json, strlen(json), in, doc);
+}
+
+/* Expects rc from json; checks *doc is NULL exactly for CHAT_EBADJSON; frees the tree. */
+static void expect_rc(const char *json, int want, chat_env_in_t *in)
+{
+    cJSON *doc = (cJSON *)1;
+    int rc = parse(json, in, &doc);
+
+    assert_int_equal(rc, want);
+    if (want == CHAT_EBADJSON)
+        assert_null(doc);
+    else
+        assert_non_null(doc);
+    if (want != 0)
+        assert_non_null(in->error);
+    chat_env_free(doc);
+}
+
+static void expect_badreq(const char *json, const char *why)
+{
+    chat_env_in_t in;
+
+    expect_rc(json, CHAT_EBADREQ, &in);
+    assert_string_equal(in.error, why);
+}
+
+/* Copies the buffer into a NUL-terminated string and parses it with plain cJSON_Parse. */
+static cJSON *cjson_of(const chat_buf_t *b)
+{
+    char *s = chat_xstrndup(b->p, b->len);
+    cJSON *j = cJSON_Parse(s);
+
+    free(s);
+    assert_non_null(j);
+    assert_true(cJSON_IsObject(j));
+    return j;
+}
+
+static void assert_json_str(const cJSON *obj, const char *key, const char *want)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    assert_non_null(item);
+    assert_true(cJSON_IsString(item));
+    assert_string_equal(item->valuestring, want);
+}
+
+static void assert_json_absent(const cJSON *obj, const char *key)
+{
+    assert_null(cJSON_GetObjectItemCaseSensitive(obj, key));
+}
+
+/* ---- parse: not a JSON object ------------------------------------------------------------ */
+
+static void test_parse_empty_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = (cJSON *)1;
+
+    assert_int_equal(parse_n("", 0, &in, &doc), CHAT_EBADJSON);
+    assert_null(doc);
+}
+
+static void test_parse_null_pointer_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = (cJSON *)1;
+
+    assert_int_equal(chat_env_parse(NULL, 0, &in, &doc), CHAT_EBADJSON);
+    assert_null(doc);
+}
+
+static void test_parse_whitespace_only_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("  \n\t ", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_invalid_json_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("{\"type\":", CHAT_EBADJSON, &in);
+    expect_rc("{type:\"ping\"}", CHAT_EBADJSON, &in);
+    expect_rc("{\"type\":\"ping\",}", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_truncated_string_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("{\"type\":\"chat\",\"text\":\"abc", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_trailing_garbage_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("{\"type\":\"ping\"} x", CHAT_EBADJSON, &in);
+    expect_rc("{\"type\":\"ping\"}{}", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_trailing_whitespace_is_ok(void **state)
+{
+    chat_env_in_t in;
+    expect_rc(" \r\n{\"type\":\"ping\"} \t\r\n", 0, &in);
+    assert_int_equal(in.type, CHAT_ENV_PING);
+}
+
+static void test_parse_array_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("[{\"type\":\"ping\"}]", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_string_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("\"ping\"", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_number_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("42", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_null_literal_is_badjson(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("null", CHAT_EBADJSON, &in);
+}
+
+static void test_parse_deep_nesting_is_badjson(void **state)
+{
+    enum { DEPTH = 5000 };
+    char *s = chat_xmalloc(2 * DEPTH);
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    memset(s, '[', DEPTH);
+    memset(s + DEPTH, ']', DEPTH);
+    assert_int_equal(parse_n(s, 2 * DEPTH, &in, &doc), CHAT_EBADJSON);
+    assert_null(doc);
+    free(s);
+}
+
+/* ---- parse: type ------------------------------------------------------------------------- */
+
+static void test_parse_type_missing_is_badreq(void **state)
+{
+    expect_badreq("{\"room\":\"a\"}", "field 'type' is required");
+}
+
+static void test_parse_empty_object_is_badreq(void **state)
+{
+    expect_badreq("{}", "field 'type' is required");
+}
+
+static void test_parse_type_number_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":5}", "field 'type' must be a string");
+}
+
+static void test_parse_type_null_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":null}", "field 'type' must be a string");
+}
+
+static void test_parse_type_key_is_case_sensitive(void **state)
+{
+    expect_badreq("{\"Type\":\"ping\"}", "field 'type' is required");
+}
+
+static void test_parse_unknown_type(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("{\"type\":\"shout\",\"room\":\"a\"}", CHAT_EUNKNOWN_TYPE, &in);
+}
+
+static void test_parse_type_value_is_case_sensitive(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("{\"type\":\"JOIN\",\"room\":\"a\"}", CHAT_EUNKNOWN_TYPE, &in);
+}
+
+static void test_parse_type_prefix_is_unknown(void **state)
+{
+    chat_env_in_t in;
+    expect_rc("{\"type\":\"joinx\",\"room\":\"a\"}", CHAT_EUNKNOWN_TYPE, &in);
+    expect_rc("{\"type\":\"joi\",\"room\":\"a\"}", CHAT_EUNKNOWN_TYPE, &in);
+    expect_rc("{\"type\":\"\"}", CHAT_EUNKNOWN_TYPE, &in);
+}
+
+/* ---- parse: join / leave ----------------------------------------------------------------- */
+
+static void test_parse_join_ok(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"join\",\"room\":\"lobby\"}", &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_JOIN);
+    assert_chat_str(in.room, "lobby");
+    assert_null(in.text.p);
+    assert_null(in.cid.p);
+    chat_env_free(doc);
+}
+
+static void test_parse_join_missing_room_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"join\"}", "field 'room' is required");
+}
+
+static void test_parse_join_numeric_room_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"join\",\"room\":5}", "field 'room' must be a string");
+}
+
+static void test_parse_join_ignores_text(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"join\",\"room\":\"a\",\"text\":\"hi\"}", &in, &doc), 0);
+    assert_null(in.text.p);
+    chat_env_free(doc);
+}
+
+static void test_parse_leave_ok(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"room\":\"lobby\",\"type\":\"leave\"}", &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_LEAVE);
+    assert_chat_str(in.room, "lobby");
+    chat_env_free(doc);
+}
+
+static void test_parse_leave_missing_room_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"leave\"}", "field 'room' is required");
+}
+
+static void test_parse_leave_null_room_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"leave\",\"room\":null}", "field 'room' must be a string");
+}
+
+/* ---- parse: chat ------------------------------------------------------------------------- */
+
+static void test_parse_chat_ok(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"chat\",\"room\":\"r\",\"text\":\"hello\"}", &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_CHAT);
+    assert_chat_str(in.room, "r");
+    assert_chat_str(in.text, "hello");
+    chat_env_free(doc);
+}
+
+static void test_parse_chat_room_is_optional(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"chat\",\"text\":\"hello\"}", &in, &doc), 0);
+    assert_null(in.room.p);
+    assert_chat_str(in.text, "hello");
+    chat_env_free(doc);
+}
+
+static void test_parse_chat_empty_text_is_ok(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"chat\",\"text\":\"\"}", &in, &doc), 0);
+    assert_chat_str(in.text, "");
+    chat_env_free(doc);
+}
+
+static void test_parse_chat_missing_text_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"chat\",\"room\":\"r\"}", "field 'text' is required");
+}
+
+static void test_parse_chat_null_text_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"chat\",\"text\":null}", "field 'text' must be a string");
+}
+
+static void test_parse_chat_numeric_text_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"chat\",\"text\":1}", "field 'text' must be a string");
+}
+
+static void test_parse_chat_array_room_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"chat\",\"room\":[\"r\"],\"text\":\"x\"}",
+                  "field 'room' must be a string");
+}
+
+static void test_parse_chat_unicode_escape_is_decoded(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(
+        parse("{\"type\":\"chat\",\"text\":\"caf\\u00e9 \\\"q\\\" \\ud83d\\ude00\"}", &in, &doc),
+        0);
+    assert_chat_str(in.text, "caf\xc3\xa9 \"q\" \xf0\x9f\x98\x80");
+    chat_env_free(doc);
+}
+
+static void test_parse_chat_embedded_nul_is_safe(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    /* cJSON strings stop at NUL: the text is cut there, never read past. */
+    assert_int_equal(parse("{\"type\":\"chat\",\"text\":\"ab\\u0000cd\"}", &in, &doc), 0);
+    assert_chat_str(in.text, "ab");
+    chat_env_free(doc);
+}
+
+/* ---- parse: typing / ping ---------------------------------------------------------------- */
+
+static void test_parse_typing_without_room(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"typing\"}", &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_TYPING);
+    assert_null(in.room.p);
+    chat_env_free(doc);
+}
+
+static void test_parse_typing_with_room(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"typing\",\"room\":\"r\"}", &in, &doc), 0);
+    assert_chat_str(in.room, "r");
+    chat_env_free(doc);
+}
+
+static void test_parse_typing_object_room_is_badreq(void **state)
+{
+    expect_badreq("{\"type\":\"typing\",\"room\":{}}", "field 'room' must be a string");
+}
+
+static void test_parse_ping_ok(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"ping\"}", &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_PING);
+    assert_null(in.room.p);
+    assert_null(in.text.p);
+    assert_null(in.cid.p);
+    assert_null(in.error);
+    chat_env_free(doc);
+}
+
+static void test_parse_ping_does_not_fill_room(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"ping\",\"room\":\"r\",\"text\":\"t\"}", &in, &doc), 0);
+    assert_null(in.room.p);
+    assert_null(in.text.p);
+    chat_env_free(doc);
+}
+
+static void test_parse_ping_wrongly_typed_room_is_badreq(void **state)
+{
+    /* room/text are known fields: their type is checked on every message type. */
+    expect_badreq("{\"type\":\"ping\",\"room\":5}", "field 'room' must be a string");
+}
+
+/* ---- parse: cid -------------------------------------------------------------------------- */
+
+static void test_parse_cid_filled(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"ping\",\"cid\":\"c-1\"}", &in, &doc), 0);
+    assert_chat_str(in.cid, "c-1");
+    chat_env_free(doc);
+}
+
+static void test_parse_cid_empty_is_present(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"ping\",\"cid\":\"\"}", &in, &doc), 0);
+    assert_chat_str(in.cid, "");
+    chat_env_free(doc);
+}
+
+static void test_parse_cid_wrong_type_is_badreq(void **state)
+{
+    chat_env_in_t in;
+
+    expect_rc("{\"type\":\"ping\",\"cid\":7}", CHAT_EBADREQ, &in);
+    assert_string_equal(in.error, "field 'cid' must be a string");
+    assert_null(in.cid.p);
+}
+
+static void test_parse_cid_at_max_is_ok(void **state)
+{
+    char json[CHAT_ENV_MAX_CID + 64];
+    char cid[CHAT_ENV_MAX_CID + 1];
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    memset(cid, 'x', CHAT_ENV_MAX_CID);
+    cid[CHAT_ENV_MAX_CID] = '\0';
+    snprintf(json, sizeof(json), "{\"type\":\"ping\",\"cid\":\"%s\"}", cid);
+    assert_int_equal(parse(json, &in, &doc), 0);
+    assert_chat_str(in.cid, cid);
+    chat_env_free(doc);
+}
+
+static void test_parse_cid_too_long_is_badreq(void **state)
+{
+    char json[CHAT_ENV_MAX_CID + 64];
+    char cid[CHAT_ENV_MAX_CID + 2];
+    chat_env_in_t in;
+
+    memset(cid, 'x', CHAT_ENV_MAX_CID + 1);
+    cid[CHAT_ENV_MAX_CID + 1] = '\0';
+    snprintf(json, sizeof(json), "{\"type\":\"ping\",\"cid\":\"%s\"}", cid);
+    expect_rc(json, CHAT_EBADREQ, &in);
+    assert_string_equal(in.error, "field 'cid' must be at most 128 bytes");
+    assert_null(in.cid.p);
+}
+
+static void test_parse_cid_echoed_on_missing_type(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"cid\":\"c9\"}", &in, &doc), CHAT_EBADREQ);
+    assert_non_null(doc);
+    assert_chat_str(in.cid, "c9");
+    chat_env_free(doc);
+}
+
+static void test_parse_cid_echoed_on_unknown_type(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"nope\",\"cid\":\"c9\"}", &in, &doc), CHAT_EUNKNOWN_TYPE);
+    assert_non_null(doc);
+    assert_chat_str(in.cid, "c9");
+    assert_string_equal(in.error, "unknown message type");
+    chat_env_free(doc);
+}
+
+static void test_parse_cid_echoed_on_missing_field(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"join\",\"cid\":\"c9\"}", &in, &doc), CHAT_EBADREQ);
+    assert_chat_str(in.cid, "c9");
+    chat_env_free(doc);
+}
+
+static void test_parse_cid_echoed_on_wrong_field_type(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"chat\",\"text\":false,\"cid\":\"c9\"}", &in, &doc),
+                     CHAT_EBADREQ);
+    assert_chat_str(in.cid, "c9");
+    chat_env_free(doc);
+}
+
+/* ---- parse: general ---------------------------------------------------------------------- */
+
+static void test_parse_ignores_client_user_id_ts(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"chat\",\"text\":\"t\",\"user\":5,\"id\":{\"a\":1},"
+                           "\"ts\":\"yesterday\",\"extra\":[null]}",
+                           &in, &doc),
+                     0);
+    assert_int_equal(in.type, CHAT_ENV_CHAT);
+    assert_chat_str(in.text, "t");
+    chat_env_free(doc);
+}
+
+static void test_parse_duplicate_key_first_wins(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"join\",\"room\":\"first\",\"room\":\"second\"}", &in, &doc),
+                     0);
+    assert_chat_str(in.room, "first");
+    chat_env_free(doc);
+}
+
+static void test_parse_slice_of_larger_buffer(void **state)
+{
+    const char *two = "{\"type\":\"join\",\"room\":\"a\"}{\"type\":\"leave\",\"room\":\"b\"}";
+    size_t first = strlen("{\"type\":\"join\",\"room\":\"a\"}");
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(chat_env_parse(two, first, &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_JOIN);
+    assert_chat_str(in.room, "a");
+    chat_env_free(doc);
+    assert_int_equal(chat_env_parse(two + first, strlen(two) - first, &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_LEAVE);
+    assert_chat_str(in.room, "b");
+    chat_env_free(doc);
+}
+
+static void test_parse_slice_cut_mid_object_is_badjson(void **state)
+{
+    const char *s = "{\"type\":\"join\",\"room\":\"abc\"}";
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    for (size_t n = 1; n < strlen(s); n++) {
+        assert_int_equal(parse_n(s, n, &in, &doc), CHAT_EBADJSON);
+        assert_null(doc);
+    }
+}
+
+static void test_parse_resets_out(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    memset(&in, 0xa5, sizeof(in));
+    assert_int_equal(parse("{\"type\":\"ping\"}", &in, &doc), 0);
+    assert_null(in.room.p);
+    assert_null(in.text.p);
+    assert_null(in.cid.p);
+    assert_null(in.error);
+    chat_env_free(doc);
+}
+
+static void test_free_null_is_noop(void **state)
+{
+    chat_env_free(NULL);
+}
+
+/* ---- builders: exact output -------------------------------------------------------------- */
+
+static void test_build_welcome(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_welcome(&b, CHAT_LIT("alice"), CHAT_LIT("node-1"), CHAT_LIT("c42"));
+    assert_buf_eq(&b, "{\"type\":\"welcome\",\"user\":\"alice\",\"node\":\"node-1\","
+                      "\"conn\":\"c42\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_joined(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_joined(&b, CHAT_LIT("lobby"));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"lobby\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_left(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_left(&b, CHAT_LIT("lobby"));
+    assert_buf_eq(&b, "{\"type\":\"left\",\"room\":\"lobby\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_pong(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_pong(&b);
+    assert_buf_eq(&b, "{\"type\":\"pong\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_chat(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("m1"), CHAT_LIT("bob"), CHAT_LIT("hi"),
+                         1700000000123};
+
+    chat_env_build_chat(&b, &m);
+    assert_buf_eq(&b, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"m1\",\"user\":\"bob\","
+                      "\"text\":\"hi\",\"ts\":1700000000123}");
+    chat_buf_free(&b);
+}
+
+static void test_build_chat_extreme_ts(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), INT64_MIN};
+
+    chat_env_build_chat(&b, &m);
+    assert_buf_eq(&b, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\","
+                      "\"text\":\"t\",\"ts\":-9223372036854775808}");
+    chat_buf_reset(&b);
+    m.ts = INT64_MAX;
+    chat_env_build_chat(&b, &m);
+    assert_buf_eq(&b, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\","
+                      "\"text\":\"t\",\"ts\":9223372036854775807}");
+    chat_buf_free(&b);
+}
+
+static void test_build_ack(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_ack(&b, CHAT_LIT("c1"), CHAT_LIT("r"), CHAT_LIT("m1"));
+    assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"c1\",\"room\":\"r\",\"id\":\"m1\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_typing(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_typing(&b, CHAT_LIT("r"), CHAT_LIT("bob"));
+    assert_buf_eq(&b, "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"bob\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_system(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_system(&b, CHAT_LIT("r"), "join", CHAT_LIT("bob"), 5);
+    assert_buf_eq(&b, "{\"type\":\"system\",\"room\":\"r\",\"event\":\"join\","
+                      "\"user\":\"bob\",\"ts\":5}");
+    chat_buf_free(&b);
+}
+
+static void test_build_error_minimal(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_error(&b, "bad_request", "nope", CHAT_STR_NULL, CHAT_STR_NULL);
+    assert_buf_eq(&b, "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"nope\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_error_with_cid(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_error(&b, "bad_request", "nope", CHAT_LIT("c1"), CHAT_STR_NULL);
+    assert_buf_eq(&b, "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"nope\","
+                      "\"cid\":\"c1\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_error_with_room(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_error(&b, "not_joined", "nope", CHAT_STR_NULL, CHAT_LIT("r"));
+    assert_buf_eq(&b, "{\"type\":\"error\",\"code\":\"not_joined\",\"message\":\"nope\","
+                      "\"room\":\"r\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_error_with_cid_and_room(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_error(&b, "not_joined", "nope", CHAT_LIT("c1"), CHAT_LIT("r"));
+    assert_buf_eq(&b, "{\"type\":\"error\",\"code\":\"not_joined\",\"message\":\"nope\","
+                      "\"cid\":\"c1\",\"room\":\"r\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_error_empty_cid_is_kept(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_error(&b, "x", "y", CHAT_LIT(""), CHAT_STR_NULL);
+    assert_buf_eq(&b, "{\"type\":\"error\",\"code\":\"x\",\"message\":\"y\",\"cid\":\"\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_refusal(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_refusal(&b, "unauthorized", "token expired");
+    assert_buf_eq(&b, "{\"error\":\"unauthorized\",\"message\":\"token expired\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_appends(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_buf_append(&b, "X", 1);
+    chat_env_build_pong(&b);
+    chat_env_build_joined(&b, CHAT_LIT("r"));
+    assert_buf_eq(&b, "X{\"type\":\"pong\"}{\"type\":\"joined\",\"room\":\"r\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_null_required_string_is_empty(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_ack(&b, CHAT_STR_NULL, CHAT_LIT("r"), CHAT_LIT("m"));
+    chat_env_build_system(&b, CHAT_LIT("r"), NULL, CHAT_LIT("u"), 0);
+    assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"\",\"room\":\"r\",\"id\":\"m\"}"
+                      "{\"type\":\"system\",\"room\":\"r\",\"event\":\"\",\"user\":\"u\","
+                      "\"ts\":0}");
+    chat_buf_free(&b);
+}
+
+/* ---- builders: escaping ------------------------------------------------------------------ */
+
+static void test_escape_quote_and_backslash(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_joined(&b, CHAT_LIT("a\"b\\c"));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\\\"b\\\\c\"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_short_control_chars(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_joined(&b, CHAT_LIT("\n\r\t\b\f"));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"\\n\\r\\t\\b\\f\"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_other_control_chars(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    static const char raw[] = {0x00, 0x01, 0x0b, 0x1f, 0x20};
+
+    chat_env_build_joined(&b, chat_str(raw, sizeof(raw)));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"\\u0000\\u0001\\u000b\\u001f \"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_del_passes_through(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_joined(&b, CHAT_LIT("a\177b/c"));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\177b/c\"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_utf8_passes_through(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_joined(&b, CHAT_LIT("h\xc3\xa9llo \xe4\xb8\x96 \xf0\x9f\x98\x80"));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"h\xc3\xa9llo \xe4\xb8\x96 "
+                      "\xf0\x9f\x98\x80\"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_line_and_paragraph_separators(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_joined(&b, CHAT_LIT("a\342\200\250b\342\200\251c\342\200\252"));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\\u2028b\\u2029c\xe2\x80\xaa\"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_truncated_utf8_at_end(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    /* A lone 0xe2 0x80 at the very end must not be read past. */
+    chat_env_build_joined(&b, chat_str("a\xe2\x80", 3));
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\xe2\x80\"}");
+    chat_buf_free(&b);
+}
+
+static void test_escape_in_error_and_refusal_strings(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_refusal(&b, "c\"", "line1\nline2");
+    assert_buf_eq(&b, "{\"error\":\"c\\\"\",\"message\":\"line1\\nline2\"}");
+    chat_buf_free(&b);
+}
+
+/* ---- builders: round trip ---------------------------------------------------------------- */
+
+static void test_roundtrip_chat_through_cjson(void **state)
+{
+    char text[64];
+    size_t n = 0;
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    for (char c = 1; c < 0x20; c++)
+        text[n++] = c;
+    memcpy(text + n, "\"\\/\xc3\xa9\xe2\x80\xa8", 8);
+    n += 8;
+    text[n] = '\0';
+    chat_env_chat_t m = {CHAT_LIT("room \"1\""), CHAT_LIT("id\\1"), CHAT_LIT("\xf0\x9f\x98\x80"),
+                         chat_str(text, n), 1700000000123};
+    chat_env_build_chat(&b, &m);
+
+    cJSON *j = cjson_of(&b);
+    assert_json_str(j, "type", "chat");
+    assert_json_str(j, "room", "room \"1\"");
+    assert_json_str(j, "id", "id\\1");
+    assert_json_str(j, "user", "\xf0\x9f\x98\x80");
+    assert_json_str(j, "text", text);
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "ts");
+    assert_true(cJSON_IsNumber(ts));
+    assert_true(ts->valuedouble == 1700000000123.0);
+    cJSON_Delete(j);
+    chat_buf_free(&b);
+}
+
+static void test_roundtrip_error_through_cjson(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_error(&b, "bad_request", "field 'room' must be a string", CHAT_LIT("c\t1"),
+                         CHAT_STR_NULL);
+    cJSON *j = cjson_of(&b);
+    assert_json_str(j, "type", "error");
+    assert_json_str(j, "code", "bad_request");
+    assert_json_str(j, "message", "field 'room' must be a string");
+    assert_json_str(j, "cid", "c\t1");
+    assert_json_absent(j, "room");
+    cJSON_Delete(j);
+    chat_buf_free(&b);
+}
+
+static void test_roundtrip_each_builder_is_valid_json(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), -1};
+    cJSON *j;
+
+    chat_env_build_welcome(&b, CHAT_LIT("u\n"), CHAT_LIT("n"), CHAT_LIT("c"));
+    j = cjson_of(&b);
+    assert_json_str(j, "user", "u\n");
+    assert_json_str(j, "conn", "c");
+    cJSON_Delete(j);
+
+    chat_buf_reset(&b);
+    chat_env_build_ack(&b, CHAT_LIT("c"), CHAT_LIT("r"), CHAT_LIT("i"));
+    j = cjson_of(&b);
+    assert_json_str(j, "type", "ack");
+    assert_json_str(j, "cid", "c");
+    cJSON_Delete(j);
+
+    chat_buf_reset(&b);
+    chat_env_build_system(&b, CHAT_LIT("r"), "leave", CHAT_LIT("u"), 7);
+    j = cjson_of(&b);
+    assert_json_str(j, "event", "leave");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(j, "ts")->valueint, 7);
+    cJSON_Delete(j);
+
+    chat_buf_reset(&b);
+    chat_env_build_chat(&b, &m);
+    j = cjson_of(&b);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(j, "ts")->valueint, -1);
+    cJSON_Delete(j);
+
+    chat_buf_reset(&b);
+    chat_env_build_refusal(&b, "e", "m");
+    j = cjson_of(&b);
+    assert_json_str(j, "error", "e");
+    assert_json_str(j, "message", "m");
+    cJSON_Delete(j);
+    chat_buf_free(&b);
+}
+
+static void test_roundtrip_chat_through_own_parser(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_chat_t m = {CHAT_LIT("r\"x"), CHAT_LIT("i"), CHAT_LIT("u"),
+                         CHAT_LIT("a\\b\n\x01\xc3\xa9"), 3};
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    chat_env_build_chat(&b, &m);
+    assert_int_equal(parse_n(b.p, b.len, &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_CHAT);
+    assert_chat_str(in.room, "r\"x");
+    assert_chat_str(in.text, "a\\b\n\x01\xc3\xa9");
+    chat_env_free(doc);
+    chat_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_empty_is_badjson),
+        cmocka_unit_test(test_parse_null_pointer_is_badjson),
+        cmocka_unit_test(test_parse_whitespace_only_is_badjson),
+        cmocka_unit_test(test_parse_invalid_json_is_badjson),
+        cmocka_unit_test(test_parse_truncated_string_is_badjson),
+        cmocka_unit_test(test_parse_trailing_garbage_is_badjson),
+        cmocka_unit_test(test_parse_trailing_whitespace_is_ok),
+        cmocka_unit_test(test_parse_array_is_badjson),
+        cmocka_unit_test(test_parse_string_is_badjson),
+        cmocka_unit_test(test_parse_number_is_badjson),
+        cmocka_unit_test(test_parse_null_literal_is_badjson),
+        cmocka_unit_test(test_parse_deep_nesting_is_badjson),
+        cmocka_unit_test(test_parse_type_missing_is_badreq),
+        cmocka_unit_test(test_parse_empty_object_is_badreq),
+        cmocka_unit_test(test_parse_type_number_is_badreq),
+        cmocka_unit_test(test_parse_type_null_is_badreq),
+        cmocka_unit_test(test_parse_type_key_is_case_sensitive),
+        cmocka_unit_test(test_parse_unknown_type),
+        cmocka_unit_test(test_parse_type_value_is_case_sensitive),
+        cmocka_unit_test(test_parse_type_prefix_is_unknown),
+        cmocka_unit_test(test_parse_join_ok),
+        cmocka_unit_test(test_parse_join_missing_room_is_badreq),
+        cmocka_unit_test(test_parse_join_numeric_room_is_badreq),
+        cmocka_unit_test(test_parse_join_ignores_text),
+        cmocka_unit_test(test_parse_leave_ok),
+        cmocka_unit_test(test_parse_leave_missing_room_is_badreq),
+        cmocka_unit_test(test_parse_leave_null_room_is_badreq),
+        cmocka_unit_test(test_parse_chat_ok),
+        cmocka_unit_test(test_parse_chat_room_is_optional),
+        cmocka_unit_test(test_parse_chat_empty_text_is_ok),
+        cmocka_unit_test(test_parse_chat_missing_text_is_badreq),
+        cmocka_unit_test(test_parse_chat_null_text_is_badreq),
+        cmocka_unit_test(test_parse_chat_numeric_text_is_badreq),
+        cmocka_unit_test(test_parse_chat_array_room_is_badreq),
+        cmocka_unit_test(test_parse_chat_unicode_escape_is_decoded),
+        cmocka_unit_test(test_parse_chat_embedded_nul_is_safe),
+        cmocka_unit_test(test_parse_typing_without_room),
+        cmocka_unit_test(test_parse_typing_with_room),
+        cmocka_unit_test(test_parse_typing_object_room_is_badreq),
+        cmocka_unit_test(test_parse_ping_ok),
+        cmocka_unit_test(test_parse_ping_does_not_fill_room),
+        cmocka_unit_test(test_parse_ping_wrongly_typed_room_is_badreq),
+        cmocka_unit_test(test_parse_cid_filled),
+        cmocka_unit_test(test_parse_cid_empty_is_present),
+        cmocka_unit_test(test_parse_cid_wrong_type_is_badreq),
+        cmocka_unit_test(test_parse_cid_at_max_is_ok),
+        cmocka_unit_test(test_parse_cid_too_long_is_badreq),
+        cmocka_unit_test(test_parse_cid_echoed_on_missing_type),
+        cmocka_unit_test(test_parse_cid_echoed_on_unknown_type),
+        cmocka_unit_test(test_parse_cid_echoed_on_missing_field),
+        cmocka_unit_test(test_parse_cid_echoed_on_wrong_field_type),
+        cmocka_unit_test(test_parse_ignores_client_user_id_ts),
+        cmocka_unit_test(test_parse_duplicate_key_first_wins),
+        cmocka_unit_test(test_parse_slice_of_larger_buffer),
+        cmocka_unit_test(test_parse_slice_cut_mid_object_is_badjson),
+        cmocka_unit_test(test_parse_resets_out),
+        cmocka_unit_test(test_free_null_is_noop),
+        cmocka_unit_test(test_build_welcome),
+        cmocka_unit_test(test_build_joined),
+        cmocka_unit_test(test_build_left),
+        cmocka_unit_test(test_build_pong),
+        cmocka_unit_test(test_build_chat),
+        cmocka_unit_test(test_build_chat_extreme_ts),
+        cmocka_unit_test(test_build_ack),
+        cmocka_unit_test(test_build_typing),
+        cmocka_unit_test(test_build_system),
+        cmocka_unit_test(test_build_error_minimal),
+        cmocka_unit_test(test_build_error_with_cid),
+        cmocka_unit_test(test_build_error_with_room),
+        cmocka_unit_test(test_build_error_with_cid_and_room),
+        cmocka_unit_test(test_build_error_empty_cid_is_kept),
+        cmocka_unit_test(test_build_refusal),
+        cmocka_unit_test(test_build_appends),
+        cmocka_unit_test(test_build_null_required_string_is_empty),
+        cmocka_unit_test(test_escape_quote_and_backslash),
+        cmocka_unit_test(test_escape_short_control_chars),
+        cmocka_unit_test(test_escape_other_control_chars),
+        cmocka_unit_test(test_escape_del_passes_through),
+        cmocka_unit_test(test_escape_utf8_passes_through),
+        cmocka_unit_test(test_escape_line_and_paragraph_separators),
+        cmocka_unit_test(test_escape_truncated_utf8_at_end),
+        cmocka_unit_test(test_escape_in_error_and_refusal_strings),
+        cmocka_unit_test(test_roundtrip_chat_through_cjson),
+        cmocka_unit_test(test_roundtrip_error_through_cjson),
+        cmocka_unit_test(test_roundtrip_each_builder_is_valid_json),
+        cmocka_unit_test(test_roundtrip_chat_through_own_parser),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
