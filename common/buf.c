@@ -54,12 +54,17 @@ void chat_buf_append(chat_buf_t *b, const void *p, size_t n)
 
 void chat_buf_appendf(chat_buf_t *b, const char *fmt, ...)
 {
+    char small[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
     if (n <= 0)
         return;
+    if ((size_t)n < sizeof(small)) {
+        chat_buf_append(b, small, (size_t)n);
+        return;
+    }
     chat_buf_reserve(b, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);

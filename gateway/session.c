@@ -203,6 +203,10 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
         refuse(s, 431, "header_too_large", "the request head is too large");
         return;
     }
+    if (used == CHAT_ENOMEM) {
+        refuse(s, 503, "unavailable", "out of memory");
+        return;
+    }
     if (used < 0) {
         refuse(s, 400, "bad_request", "malformed HTTP request");
         return;

@@ -43,7 +43,7 @@
  * freed before returning: results must borrow only *doc. */
 static int parse_n(const char *p, size_t n, chat_env_in_t *in, cJSON **doc)
 {
-    char *copy = chat_xmalloc(n);
+    char *copy = chat_xcalloc(n ? n : 1, 1);
     int rc;
 
     if (n > 0)
