@@ -83,7 +83,7 @@ struct gw_server {
     uint64_t next_session_id, next_msg_seq;
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json, wire; /* scratch buffers for building one message at a time */
-    int stopping, listener_open, pending_closes;
+    int stopping, stop_finished, listener_open, pending_closes;
     void (*on_stopped)(void *ctx);
     void *on_stopped_ctx;
 };

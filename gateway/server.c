@@ -92,12 +92,14 @@ static void free_server(gw_server_t *srv)
 static void on_server_handle_closed(uv_handle_t *h)
 {
     gw_server_t *srv = h->data;
-    if (--srv->pending_closes == 0)
+    /* the listener may close long before the last session: free only after finish_stop() */
+    if (--srv->pending_closes == 0 && srv->stop_finished)
         free_server(srv);
 }
 
 static void finish_stop(gw_server_t *srv)
 {
+    srv->stop_finished = 1;
     if (srv->broker) {
         broker_close(srv->broker);
         srv->broker = NULL;
@@ -109,7 +111,7 @@ static void finish_stop(gw_server_t *srv)
 void gw__server_session_gone(gw_server_t *srv)
 {
     srv->nsessions--;
-    if (srv->stopping && srv->nsessions == 0 && srv->broker != NULL)
+    if (srv->stopping && srv->nsessions == 0 && !srv->stop_finished)
         finish_stop(srv);
 }
 

@@ -8,17 +8,13 @@
 
 #include "alloc.h"
 #include "err.h"
-#include "utf8.h"
 
 struct gw_ws {
     wslay_event_context_ptr ctx;
     const gw_ws_handlers_t *h;
     const char *in; /* the bytes of the current gw_ws_feed() */
     size_t in_len;
-    chat_utf8_t utf8;      /* validator of the text message being received */
-    unsigned msg_text : 1; /* the data message in progress is text */
-    unsigned frame_data : 1, frame_fin : 1;
-    unsigned bad_utf8 : 1, closed_by_us : 1;
+    unsigned closed_by_us : 1;
     uint16_t peer_code;
 };
 
@@ -44,43 +40,6 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)len;
 }
 
-static void fail_utf8(gw_ws_t *ws)
-{
-    if (ws->bad_utf8)
-        return;
-    ws->bad_utf8 = 1; /* gw_ws_feed() sends the close once wslay_event_recv() returns */
-    wslay_event_shutdown_read(ws->ctx);
-}
-
-static void on_frame_start(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
-{
-    gw_ws_t *ws = ud;
-    ws->frame_data = arg->opcode < 0x8;
-    ws->frame_fin = arg->fin;
-    if (arg->opcode == WSLAY_TEXT_FRAME) {
-        ws->msg_text = 1;
-        ws->utf8 = CHAT_UTF8_INIT;
-    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
-        ws->msg_text = 0;
-    }
-}
-
-static void on_frame_chunk(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
-{
-    gw_ws_t *ws = ud;
-    if (ws->frame_data && ws->msg_text && chat_utf8_feed(&ws->utf8, arg->data, arg->data_length))
-        fail_utf8(ws);
-}
-
-static void on_frame_end(wslay_event_context_ptr ctx, void *ud)
-{
-    gw_ws_t *ws = ud;
-    if (ws->frame_data && ws->frame_fin && ws->msg_text && !chat_utf8_complete(&ws->utf8))
-        fail_utf8(ws);
-}
-
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                    void *ud)
 {
@@ -89,11 +48,14 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         ws->peer_code = arg->status_code;
         return;
     }
-    if (ws->bad_utf8 || ws->closed_by_us)
+    if (ws->closed_by_us)
         return;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        /* Control replies queued so far (pongs) leave before whatever this message causes. */
+        wslay_event_send(ws->ctx);
         ws->h->on_message(ws->h->ctx, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
                           arg->msg_length);
+    }
 }
 
 int gw_ws_create(gw_ws_t **out, size_t max_msg_bytes, const gw_ws_handlers_t *h)
@@ -101,9 +63,6 @@ int gw_ws_create(gw_ws_t **out, size_t max_msg_bytes, const gw_ws_handlers_t *h)
     static const struct wslay_event_callbacks cbs = {
         .recv_callback = recv_cb,
         .send_callback = send_cb,
-        .on_frame_recv_start_callback = on_frame_start,
-        .on_frame_recv_chunk_callback = on_frame_chunk,
-        .on_frame_recv_end_callback = on_frame_end,
         .on_msg_recv_callback = on_msg,
     };
     gw_ws_t *ws = chat_xcalloc(1, sizeof(*ws));
@@ -125,6 +84,24 @@ void gw_ws_free(gw_ws_t *ws)
     free(ws);
 }
 
+/* Writes a close frame directly (bypassing wslay's queue) and stops wslay's output. */
+static void send_close_frame(gw_ws_t *ws, uint16_t code, const char *reason)
+{
+    unsigned char f[2 + 2 + 123];
+    size_t rlen = strlen(reason);
+    if (ws->closed_by_us || wslay_event_get_close_sent(ws->ctx))
+        return;
+    ws->closed_by_us = 1;
+    f[0] = 0x80 | WSLAY_CONNECTION_CLOSE;
+    f[1] = (unsigned char)(2 + rlen);
+    f[2] = (unsigned char)(code >> 8);
+    f[3] = (unsigned char)code;
+    memcpy(f + 4, reason, rlen);
+    wslay_event_shutdown_read(ws->ctx);
+    wslay_event_shutdown_write(ws->ctx);
+    ws->h->send(ws->h->ctx, (const char *)f, 4 + rlen);
+}
+
 static int finished(gw_ws_t *ws)
 {
     return !wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx);
@@ -137,10 +114,14 @@ int gw_ws_feed(gw_ws_t *ws, const char *p, size_t n)
     int rc = wslay_event_recv(ws->ctx);
     ws->in = NULL;
     ws->in_len = 0;
-    if (rc != 0) /* WSLAY_ERR_NOMEM or a callback failure: give up on this connection */
+    if (rc != 0) {
+        /* WSLAY_ERR_CALLBACK_FAILURE: our recv callback never fails, so the frame layer refused
+         * the input (a control frame over 125 bytes or fragmented, a bad length...). wslay then
+         * queues a close without a code; send a 1002 of our own instead. WSLAY_ERR_NOMEM: 1011. */
+        send_close_frame(ws, rc == WSLAY_ERR_NOMEM ? GW_CLOSE_INTERNAL : GW_CLOSE_PROTOCOL,
+                         rc == WSLAY_ERR_NOMEM ? "out of memory" : "protocol error");
         return CHAT_ECLOSED;
-    if (ws->bad_utf8)
-        gw_ws_close(ws, GW_CLOSE_BAD_DATA, "invalid UTF-8 in a text message");
+    }
     if (wslay_event_send(ws->ctx) != 0)
         return CHAT_ECLOSED;
     return finished(ws) ? CHAT_ECLOSED : 0;

@@ -1,7 +1,9 @@
 /* gateway/ws.h - the WebSocket layer of one connection (RFC 6455, server side) on top of wslay.
- * wslay parses input (masking, fragmentation, control frames, message size limit, automatic pong
- * and close replies); this layer adds UTF-8 validation of text messages (incrementally, across
- * fragments: invalid input closes with 1007 as soon as it is seen) and hands complete messages up.
+ * wslay parses input: masking, fragmentation, control frames, the message size limit (1009),
+ * UTF-8 validation of text messages across fragments, failing as soon as a bad byte arrives
+ * (1007), automatic pong and close replies. This layer hands complete messages up, makes sure
+ * every protocol failure leaves with a close code (1002 where wslay would send none), and keeps
+ * control replies ahead of the data they precede.
  * Output never goes through wslay's copying queue for data: gw_ws_encode() builds a server frame
  * once into a chat_rcbuf_t that every recipient shares. Control frames made by wslay leave through
  * handlers->send. No sockets here: bytes in via gw_ws_feed(), bytes out via handlers->send. */
