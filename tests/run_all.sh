@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# tests/run_all.sh - the one test command (README, CI): installs the dependencies, builds twice
+# (normal and ASan+UBSan), runs every suite against both builds and prints "N passed, N failed" as
+# its last line. Exit status 0 only when nothing failed and nothing was skipped.
+#   suites: unit (cmocka), integration (pytest + python3-websockets against the binary),
+#           browser (headless Chromium + playwright-core, normal build only)
+# CHAT_SKIP_APT=1 skips apt-get; CHAT_SUITES="unit integration" runs a subset.
+set -uo pipefail
+root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash deploy/local/deps.sh test || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+suites=${CHAT_SUITES:-unit integration browser}
+results=$(mktemp -d /tmp/chat-tests.XXXXXX)
+failed_build=0
+
+build() { # dir, meson options...
+  local dir=$1; shift
+  if [ ! -d "$dir" ]; then meson setup "$dir" "$@" >"$results/setup-$dir.log" 2>&1 || return 1; fi
+  ninja -C "$dir" >"$results/ninja-$dir.log" 2>&1 || { tail -30 "$results/ninja-$dir.log"; return 1; }
+}
+build build -Dwerror=true || failed_build=1
+build build-asan -Db_sanitize=address,undefined -Dwerror=true || failed_build=1
+if [ $failed_build = 1 ]; then echo "build failed"; echo "0 passed, 1 failed"; exit 1; fi
+
+for variant in build build-asan; do
+  if [[ " $suites " == *" unit "* ]]; then
+    echo "== unit ($variant)"
+    meson test -C "$variant" --suite unit --print-errorlogs >"$results/unit-$variant.log" 2>&1
+    cp "$variant/meson-logs/testlog.json" "$results/unit-$variant.json"
+    tail -12 "$results/unit-$variant.log"
+  fi
+  if [[ " $suites " == *" integration "* ]]; then
+    echo "== integration ($variant)"
+    asan=0; [ "$variant" = build-asan ] && asan=1
+    CHAT_GATEWAY_BIN="$root/$variant/gateway/chat-gateway" CHAT_TEST_ASAN=$asan \
+      timeout 1200 /usr/bin/pytest -q -p no:cacheprovider tests/integration \
+      --junitxml="$results/integration-$variant.xml" 2>&1 | tail -30
+  fi
+done
+if [[ " $suites " == *" browser "* ]]; then
+  echo "== browser"
+  if timeout 300 bash tests/browser/run.sh "$root/build/gateway/chat-gateway"; then
+    echo "browser two_tabs: pass" >"$results/browser.result"
+  else
+    echo "browser two_tabs: fail" >"$results/browser.result"
+  fi
+fi
+/usr/bin/python3 tools/test_summary.py "$results"
