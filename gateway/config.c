@@ -59,28 +59,41 @@ static void env_name(const opt_t *o, char *buf, size_t cap)
 
 int gw_parse_duration_ms(const char *s, uint64_t *out_ms)
 {
-    char *end;
-    if (s == NULL || !isdigit((unsigned char)s[0]))
+    /* grammar: DIGITS [ "." DIGITS ] [ "ms" | "s" | "m" | "h" ] (no sign, exponent or hex) */
+    uint64_t whole = 0, frac = 0, frac_scale = 1;
+    const char *p = s;
+    if (s == NULL || !isdigit((unsigned char)*p))
         return CHAT_EINVAL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s)
-        return CHAT_EINVAL;
-    double mult;
-    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+    for (; isdigit((unsigned char)*p); p++) {
+        if (whole > 1000000000000ULL)
+            return CHAT_EINVAL;
+        whole = whole * 10 + (uint64_t)(*p - '0');
+    }
+    if (*p == '.') {
+        if (!isdigit((unsigned char)*++p))
+            return CHAT_EINVAL;
+        for (; isdigit((unsigned char)*p); p++)
+            if (frac_scale < 1000000) {
+                frac = frac * 10 + (uint64_t)(*p - '0');
+                frac_scale *= 10;
+            }
+    }
+    uint64_t mult;
+    if (strcmp(p, "") == 0 || strcmp(p, "s") == 0)
         mult = 1000;
-    else if (strcmp(end, "ms") == 0)
+    else if (strcmp(p, "ms") == 0)
         mult = 1;
-    else if (strcmp(end, "m") == 0)
+    else if (strcmp(p, "m") == 0)
         mult = 60000;
-    else if (strcmp(end, "h") == 0)
+    else if (strcmp(p, "h") == 0)
         mult = 3600000;
     else
         return CHAT_EINVAL;
-    double ms = v * mult;
-    if (!(ms >= 0) || ms > 1e15 || ms != (double)(uint64_t)ms)
+    if (whole > 1000000000000ULL / mult)
         return CHAT_EINVAL;
-    *out_ms = (uint64_t)ms;
+    if (frac * mult % frac_scale != 0)
+        return CHAT_EINVAL; /* finer than a millisecond */
+    *out_ms = whole * mult + frac * mult / frac_scale;
     return 0;
 }
 

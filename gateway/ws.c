@@ -40,6 +40,17 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)len;
 }
 
+static void send_close_frame(gw_ws_t *ws, uint16_t code, const char *reason);
+
+/* A close frame must carry nothing or a 2-byte code (RFC 6455 5.5.1); wslay 1.1.1 would treat a
+ * 1-byte body as "no code" and answer with an empty close. */
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
+        send_close_frame(ud, GW_CLOSE_PROTOCOL, "protocol error");
+}
+
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                    void *ud)
 {
@@ -63,6 +74,7 @@ int gw_ws_create(gw_ws_t **out, size_t max_msg_bytes, const gw_ws_handlers_t *h)
     static const struct wslay_event_callbacks cbs = {
         .recv_callback = recv_cb,
         .send_callback = send_cb,
+        .on_frame_recv_start_callback = on_frame_start,
         .on_msg_recv_callback = on_msg,
     };
     gw_ws_t *ws = chat_xcalloc(1, sizeof(*ws));

@@ -1,0 +1,412 @@
+/* tests/unit/test_wire.c - common/wire.c: the exact header bytes, header round trips (every kind,
+ * both flags, extreme numbers), the JSON part returned exactly (empty, with spaces, newlines and
+ * NULs), and CHAT_EMALFORMED for every malformed variant of the header line. Every parse input is
+ * copied into a heap block of exactly its length, so ASan catches any read past the message. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "err.h"
+#include "str.h"
+#include "wire.h"
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+typedef struct parsed {
+    char *copy; /* exact-size heap copy of the input; h.origin_node and json borrow it */
+    chat_wire_hdr_t h;
+    chat_str_t json;
+    int rc;
+} parsed_t;
+
+static void parse_n(parsed_t *r, const char *p, size_t n)
+{
+    r->copy = malloc(n ? n : 1);
+    assert_non_null(r->copy);
+    if (n)
+        memcpy(r->copy, p, n);
+    memset(&r->h, 0, sizeof(r->h));
+    r->json = CHAT_STR_NULL;
+    r->rc = chat_wire_parse(chat_str(r->copy, n), &r->h, &r->json);
+}
+
+static void parsed_free(parsed_t *r)
+{
+    free(r->copy);
+    r->copy = NULL;
+}
+
+static void expect_malformed_n(const char *p, size_t n)
+{
+    parsed_t r;
+
+    parse_n(&r, p, n);
+    if (r.rc != CHAT_EMALFORMED)
+        fail_msg("\"%.*s\": got %d, want CHAT_EMALFORMED", (int)n, p, r.rc);
+    parsed_free(&r);
+}
+
+static void expect_malformed(const char *s)
+{
+    expect_malformed_n(s, strlen(s));
+}
+
+static void assert_str_eq(chat_str_t s, const char *want, size_t want_len)
+{
+    assert_non_null(s.p);
+    assert_int_equal(s.len, want_len);
+    if (want_len)
+        assert_memory_equal(s.p, want, want_len);
+}
+
+/* Builds header + json, parses it back and checks every field and the JSON part. */
+static void round_trip(const chat_wire_hdr_t *h, const char *json, size_t json_len)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    parsed_t r;
+
+    chat_wire_put_header(&b, h);
+    size_t hlen = b.len;
+    chat_buf_append(&b, json, json_len);
+    parse_n(&r, b.p, b.len);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.h.kind, h->kind);
+    assert_int_equal(r.h.exclude_origin, h->exclude_origin ? 1 : 0);
+    assert_str_eq(r.h.origin_node, h->origin_node.p, h->origin_node.len);
+    assert_true(r.h.origin_conn == h->origin_conn);
+    assert_true(r.h.publish_ms == h->publish_ms);
+    assert_true(r.json.p == r.copy + hlen);
+    assert_int_equal(r.json.len, json_len);
+    if (json_len)
+        assert_memory_equal(r.json.p, json, json_len);
+    parsed_free(&r);
+    chat_buf_free(&b);
+}
+
+static chat_wire_hdr_t hdr(chat_wire_kind_t kind, int excl, const char *node, uint64_t conn,
+                           int64_t ms)
+{
+    chat_wire_hdr_t h = {kind, excl, chat_cstr(node), conn, ms};
+    return h;
+}
+
+/* ---- put_header -------------------------------------------------------------------------- */
+
+static void test_put_header_exact_bytes(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "node-a", 42, 1700000000123);
+
+    chat_wire_put_header(&b, &h);
+    assert_int_equal(b.len, strlen("CGW1 c - node-a 42 1700000000123\n"));
+    assert_memory_equal(b.p, "CGW1 c - node-a 42 1700000000123\n", b.len);
+    chat_buf_free(&b);
+}
+
+static void test_put_header_exclude_flag_and_kinds(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_wire_hdr_t t = hdr(CHAT_WIRE_TYPING, 1, "n", 0, 0);
+    chat_wire_hdr_t s = hdr(CHAT_WIRE_SYSTEM, 1, "n", 7, 8);
+
+    chat_wire_put_header(&b, &t);
+    chat_wire_put_header(&b, &s);
+    assert_int_equal(b.len, strlen("CGW1 t x n 0 0\nCGW1 s x n 7 8\n"));
+    assert_memory_equal(b.p, "CGW1 t x n 0 0\nCGW1 s x n 7 8\n", b.len);
+    chat_buf_free(&b);
+}
+
+static void test_put_header_appends_after_existing_bytes(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "n", 1, 2);
+
+    chat_buf_append(&b, "prefix|", 7);
+    chat_wire_put_header(&b, &h);
+    assert_int_equal(b.len, strlen("prefix|CGW1 c - n 1 2\n"));
+    assert_memory_equal(b.p, "prefix|CGW1 c - n 1 2\n", b.len);
+    chat_buf_free(&b);
+}
+
+/* ---- round trips ------------------------------------------------------------------------- */
+
+static void test_round_trip_chat(void **state)
+{
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "gw-1", 12345, 1700000000000);
+    const char *json = "{\"type\":\"chat\",\"room\":\"r\",\"text\":\"hi\"}";
+    round_trip(&h, json, strlen(json));
+}
+
+static void test_round_trip_typing_excluded(void **state)
+{
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_TYPING, 1, "node.b_c", 9, 1);
+    round_trip(&h, "{\"type\":\"typing\"}", 17);
+}
+
+static void test_round_trip_system_excluded(void **state)
+{
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_SYSTEM, 1, "n", 1, 2);
+    round_trip(&h, "{\"type\":\"system\",\"event\":\"join\"}", 33);
+}
+
+static void test_round_trip_extreme_numbers(void **state)
+{
+    chat_wire_hdr_t zero = hdr(CHAT_WIRE_CHAT, 0, "n", 0, 0);
+    chat_wire_hdr_t max = hdr(CHAT_WIRE_CHAT, 1, "n", UINT64_MAX, INT64_MAX);
+
+    round_trip(&zero, "{}", 2);
+    round_trip(&max, "{}", 2);
+}
+
+static void test_round_trip_long_node(void **state)
+{
+    char node[65];
+
+    memset(node, 'N', 64);
+    node[64] = '\0';
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, node, 3, 4);
+    round_trip(&h, "{}", 2);
+}
+
+static void test_parse_known_text(void **state)
+{
+    static const char msg[] = "CGW1 s x n2 18446744073709551615 9223372036854775807\n{\"a\":1}";
+    parsed_t r;
+
+    parse_n(&r, msg, sizeof(msg) - 1);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.h.kind, CHAT_WIRE_SYSTEM);
+    assert_int_equal(r.h.exclude_origin, 1);
+    assert_str_eq(r.h.origin_node, "n2", 2);
+    assert_true(r.h.origin_conn == UINT64_MAX);
+    assert_true(r.h.publish_ms == INT64_MAX);
+    assert_str_eq(r.json, "{\"a\":1}", 7);
+    parsed_free(&r);
+}
+
+static void test_node_borrows_input(void **state)
+{
+    static const char msg[] = "CGW1 c - abc 1 2\n{}";
+    parsed_t r;
+
+    parse_n(&r, msg, sizeof(msg) - 1);
+    assert_int_equal(r.rc, 0);
+    assert_true(r.h.origin_node.p == r.copy + 9);
+    parsed_free(&r);
+}
+
+/* ---- the JSON part ----------------------------------------------------------------------- */
+
+static void test_json_empty(void **state)
+{
+    static const char msg[] = "CGW1 c - n 1 2\n";
+    parsed_t r;
+
+    parse_n(&r, msg, sizeof(msg) - 1);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.json.len, 0);
+    assert_true(r.json.p == r.copy + sizeof(msg) - 1);
+    parsed_free(&r);
+
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "n", 1, 2);
+    round_trip(&h, "", 0);
+}
+
+static void test_json_with_spaces_and_newlines_returned_exactly(void **state)
+{
+    static const char json[] = " { \"text\" : \"a b\\nc\" }\n\n CGW1 c - n 1 2\n ";
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "n", 1, 2);
+    round_trip(&h, json, sizeof(json) - 1);
+}
+
+static void test_json_with_nul_bytes_returned_exactly(void **state)
+{
+    static const char json[] = "{\"a\":\"\0\"}\0tail";
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_TYPING, 1, "n", 5, 6);
+    round_trip(&h, json, sizeof(json) - 1);
+}
+
+static void test_json_not_validated(void **state)
+{
+    static const char json[] = "not json at all \xFF";
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "n", 1, 2);
+    round_trip(&h, json, sizeof(json) - 1);
+}
+
+/* ---- malformed: magic, kind, flags ------------------------------------------------------- */
+
+static void test_empty_is_malformed(void **state)
+{
+    chat_wire_hdr_t h;
+    chat_str_t json;
+
+    expect_malformed_n("", 0);
+    assert_int_equal(chat_wire_parse(CHAT_STR_NULL, &h, &json), CHAT_EMALFORMED);
+}
+
+static void test_bad_magic_is_malformed(void **state)
+{
+    expect_malformed("CGW2 c - n 1 2\n{}");
+    expect_malformed("cgw1 c - n 1 2\n{}");
+    expect_malformed("CGW c - n 1 2\n{}");
+    expect_malformed("CGW11 c - n 1 2\n{}");
+    expect_malformed("XCGW1 c - n 1 2\n{}");
+    expect_malformed("{\"type\":\"chat\"}");
+}
+
+static void test_bad_kind_is_malformed(void **state)
+{
+    expect_malformed("CGW1 x - n 1 2\n{}");
+    expect_malformed("CGW1 C - n 1 2\n{}");
+    expect_malformed("CGW1 - - n 1 2\n{}");
+    expect_malformed("CGW1 cc - n 1 2\n{}");
+    expect_malformed("CGW1 chat - n 1 2\n{}");
+    expect_malformed_n("CGW1 \0 - n 1 2\n{}", 17);
+}
+
+static void test_bad_flags_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c X n 1 2\n{}");
+    expect_malformed("CGW1 c + n 1 2\n{}");
+    expect_malformed("CGW1 c y n 1 2\n{}");
+    expect_malformed("CGW1 c xx n 1 2\n{}");
+    expect_malformed("CGW1 c -- n 1 2\n{}");
+}
+
+/* ---- malformed: missing or empty fields -------------------------------------------------- */
+
+static void test_missing_fields_are_malformed(void **state)
+{
+    expect_malformed("CGW1\n{}");
+    expect_malformed("CGW1 c\n{}");
+    expect_malformed("CGW1 c -\n{}");
+    expect_malformed("CGW1 c - n\n{}");
+    expect_malformed("CGW1 c - n 1\n{}");
+    expect_malformed("CGW1 c - 1 2\n{}"); /* node missing: the numbers shift left */
+    expect_malformed("CGW1 - n 1 2\n{}"); /* kind missing */
+}
+
+static void test_empty_fields_are_malformed(void **state)
+{
+    expect_malformed(" CGW1 c - n 1 2\n{}");
+    expect_malformed("CGW1  c - n 1 2\n{}");
+    expect_malformed("CGW1 c  - n 1 2\n{}");
+    expect_malformed("CGW1 c -  n 1 2\n{}");
+    expect_malformed("CGW1 c - n  1 2\n{}");
+    expect_malformed("CGW1 c - n 1  2\n{}");
+    expect_malformed("CGW1 c - n 1 \n{}");
+}
+
+static void test_extra_field_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c - n 1 2 3\n{}");
+    expect_malformed("CGW1 c - n 1 2 \n{}");
+    expect_malformed("CGW1 c - two words 1 2\n{}");
+}
+
+/* ---- malformed: numbers ------------------------------------------------------------------ */
+
+static void test_non_numeric_conn_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c - n abc 2\n{}");
+    expect_malformed("CGW1 c - n 1a 2\n{}");
+    expect_malformed("CGW1 c - n -1 2\n{}");
+    expect_malformed("CGW1 c - n +1 2\n{}");
+    expect_malformed("CGW1 c - n 1.0 2\n{}");
+    expect_malformed("CGW1 c - n 0x10 2\n{}");
+}
+
+static void test_non_numeric_ms_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c - n 1 abc\n{}");
+    expect_malformed("CGW1 c - n 1 2x\n{}");
+    expect_malformed("CGW1 c - n 1 -2\n{}");
+    expect_malformed("CGW1 c - n 1 1e3\n{}");
+    expect_malformed("CGW1 c - n 1 2\r\n{}");
+}
+
+static void test_overflowing_conn_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c - n 18446744073709551616 2\n{}");  /* UINT64_MAX + 1 */
+    expect_malformed("CGW1 c - n 99999999999999999999 2\n{}");  /* 20 digits */
+    expect_malformed("CGW1 c - n 184467440737095516150 2\n{}"); /* 21 digits */
+}
+
+static void test_overflowing_ms_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c - n 1 9223372036854775808\n{}"); /* INT64_MAX + 1 */
+    expect_malformed("CGW1 c - n 1 18446744073709551615\n{}");
+    expect_malformed("CGW1 c - n 1 18446744073709551616\n{}");
+}
+
+/* ---- malformed: the newline -------------------------------------------------------------- */
+
+static void test_missing_newline_is_malformed(void **state)
+{
+    expect_malformed("CGW1 c - n 1 2");
+    expect_malformed("CGW1 c - n 1 2 {}");
+    expect_malformed("CGW1 c - n 1 2{}");
+    expect_malformed("CGW1 c - n 1 2\r{}");
+}
+
+static void test_newline_inside_header_is_malformed(void **state)
+{
+    expect_malformed("CGW1\nc - n 1 2\n{}");
+    expect_malformed("CGW1 c\n- n 1 2\n{}");
+    expect_malformed("CGW1 c - n\n1 2\n{}");
+    expect_malformed("CGW1 c - n 1\n2\n{}");
+}
+
+static void test_truncated_at_every_length_is_malformed(void **state)
+{
+    static const char msg[] = "CGW1 c - node 123 456\n";
+    /* Every strict prefix lacks the newline; only the full header parses. */
+    for (size_t n = 0; n < sizeof(msg) - 1; n++)
+        expect_malformed_n(msg, n);
+    parsed_t r;
+    parse_n(&r, msg, sizeof(msg) - 1);
+    assert_int_equal(r.rc, 0);
+    parsed_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_header_exact_bytes),
+        cmocka_unit_test(test_put_header_exclude_flag_and_kinds),
+        cmocka_unit_test(test_put_header_appends_after_existing_bytes),
+        cmocka_unit_test(test_round_trip_chat),
+        cmocka_unit_test(test_round_trip_typing_excluded),
+        cmocka_unit_test(test_round_trip_system_excluded),
+        cmocka_unit_test(test_round_trip_extreme_numbers),
+        cmocka_unit_test(test_round_trip_long_node),
+        cmocka_unit_test(test_parse_known_text),
+        cmocka_unit_test(test_node_borrows_input),
+        cmocka_unit_test(test_json_empty),
+        cmocka_unit_test(test_json_with_spaces_and_newlines_returned_exactly),
+        cmocka_unit_test(test_json_with_nul_bytes_returned_exactly),
+        cmocka_unit_test(test_json_not_validated),
+        cmocka_unit_test(test_empty_is_malformed),
+        cmocka_unit_test(test_bad_magic_is_malformed),
+        cmocka_unit_test(test_bad_kind_is_malformed),
+        cmocka_unit_test(test_bad_flags_is_malformed),
+        cmocka_unit_test(test_missing_fields_are_malformed),
+        cmocka_unit_test(test_empty_fields_are_malformed),
+        cmocka_unit_test(test_extra_field_is_malformed),
+        cmocka_unit_test(test_non_numeric_conn_is_malformed),
+        cmocka_unit_test(test_non_numeric_ms_is_malformed),
+        cmocka_unit_test(test_overflowing_conn_is_malformed),
+        cmocka_unit_test(test_overflowing_ms_is_malformed),
+        cmocka_unit_test(test_missing_newline_is_malformed),
+        cmocka_unit_test(test_newline_inside_header_is_malformed),
+        cmocka_unit_test(test_truncated_at_every_length_is_malformed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
