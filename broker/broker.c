@@ -4,12 +4,26 @@
 #include <string.h>
 
 #include "err.h"
+#include "redis_url.h"
 
-int broker_open(uv_loop_t *loop, const char *url, const broker_handlers_t *h, broker_t **out)
+static int is_memory(const char *url)
 {
-    if (url == NULL || url[0] == '\0' || strcmp(url, "memory://") == 0)
-        return broker_memory_ops.open(loop, url, h, out);
-    return CHAT_EINVAL;
+    return url == NULL || url[0] == '\0' || strcmp(url, "memory://") == 0;
+}
+
+int broker_check_url(const char *url, const char **why)
+{
+    redis_url_t u;
+    *why = NULL;
+    return is_memory(url) ? 0 : redis_url_parse(url, &u, why);
+}
+
+int broker_open(uv_loop_t *loop, const broker_config_t *cfg, const broker_handlers_t *h,
+                broker_t **out, const char **why)
+{
+    const broker_ops_t *ops = is_memory(cfg->url) ? &broker_memory_ops : &broker_redis_ops;
+    *why = NULL;
+    return ops->open(loop, cfg, h, out, why);
 }
 
 int broker_subscribe(broker_t *b, chat_str_t topic)

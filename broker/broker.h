@@ -31,9 +31,21 @@ typedef struct broker_handlers {
     void *ctx;
 } broker_handlers_t;
 
-/* Opens a broker on loop. url NULL, "" or "memory://" selects the in-memory broker. The handlers
- * struct is copied. Returns 0 and *out, or CHAT_EINVAL for an unsupported URL. */
-int broker_open(uv_loop_t *loop, const char *url, const broker_handlers_t *h, broker_t **out);
+typedef struct broker_config {
+    const char *url;     /* NULL, "" or "memory://": the in-memory broker; else a Redis URL */
+    const char *prefix;  /* Redis channel prefix ("chat:") */
+    const char *node_id; /* names this node's canary channel and connections */
+    uint64_t timeout_ms; /* Redis connect and command timeout */
+} broker_config_t;
+
+/* Checks a broker URL without opening anything. Returns 0, or CHAT_EINVAL with a static reason
+ * in *why. */
+int broker_check_url(const char *url, const char **why);
+/* Opens a broker on loop. The structs are copied. A Redis broker starts connecting at once and
+ * keeps retrying: an unreachable Redis is not an error here (broker_is_up() says 0 meanwhile).
+ * Returns 0 and *out, or CHAT_EINVAL for an invalid URL (reason in *why). */
+int broker_open(uv_loop_t *loop, const broker_config_t *cfg, const broker_handlers_t *h,
+                broker_t **out, const char **why);
 /* Starts delivering topic's messages (idempotent). Returns 0 or a negative error. */
 int broker_subscribe(broker_t *b, chat_str_t topic);
 /* Stops delivering topic's messages (idempotent); messages already queued for it are dropped. */

@@ -7,7 +7,8 @@
 
 typedef struct broker_ops {
     const char *kind;
-    int (*open)(uv_loop_t *loop, const char *url, const broker_handlers_t *h, broker_t **out);
+    int (*open)(uv_loop_t *loop, const broker_config_t *cfg, const broker_handlers_t *h,
+                broker_t **out, const char **why);
     int (*subscribe)(broker_t *b, chat_str_t topic);
     int (*unsubscribe)(broker_t *b, chat_str_t topic);
     int (*publish)(broker_t *b, chat_str_t topic, chat_str_t data, uint64_t tag);
@@ -22,5 +23,6 @@ struct broker {
 };
 
 extern const broker_ops_t broker_memory_ops;
+extern const broker_ops_t broker_redis_ops;
 
 #endif

@@ -58,7 +58,8 @@ static void drain(uv_idle_t *idle)
         uv_idle_stop(&m->idle);
 }
 
-static int mem_open(uv_loop_t *loop, const char *url, const broker_handlers_t *h, broker_t **out)
+static int mem_open(uv_loop_t *loop, const broker_config_t *cfg, const broker_handlers_t *h,
+                    broker_t **out, const char **why)
 {
     mem_broker_t *m = chat_xcalloc(1, sizeof(*m));
     m->base.ops = &broker_memory_ops;

@@ -12,13 +12,24 @@
 #include <uv.h>
 
 #include "alloc.h"
+#include "broker.h"
 #include "err.h"
 
 #ifndef CHAT_VERSION
 #define CHAT_VERSION "0.0.0"
 #endif
 
-typedef enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_DURATION, OPT_ADDR, OPT_NODE } opt_kind_t;
+typedef enum opt_kind {
+    OPT_STR,
+    OPT_UINT,
+    OPT_BOOL,
+    OPT_DURATION,
+    OPT_ADDR,
+    OPT_NODE,
+    OPT_REDIS_URL,
+    OPT_PREFIX,
+    OPT_CIDRS,
+} opt_kind_t;
 
 typedef struct opt {
     const char *name; /* flag without the leading "--" */
@@ -45,6 +56,20 @@ static const opt_t options[] = {
      FIELD(max_text_bytes), 1, 1048576},
     {"room-events", OPT_BOOL, "true", "BOOL",
      "send system join/leave notices to the other members of a room", FIELD(room_events), 0, 0},
+    {"redis-url", OPT_REDIS_URL, "", "URL",
+     "Redis for multi-node fan-out: redis://[[user]:password@]host[:port][/db], "
+     "unix:///path[?db=N] or host:port; empty: the in-memory broker (one node)",
+     FIELD(redis_url), 0, 0},
+    {"redis-prefix", OPT_PREFIX, "chat:", "PREFIX",
+     "start of every Redis channel name (rooms: <prefix>room:<room>)", FIELD(redis_prefix), 0,
+     0},
+    {"redis-timeout", OPT_DURATION, "2s", "DURATION",
+     "Redis connect and command timeout; a command without a reply by then fails",
+     FIELD(redis_timeout_ms), 10, 60000},
+    {"trusted-proxies", OPT_CIDRS, "", "CIDRS",
+     "comma list of proxy address ranges (10.0.0.0/8,::1/128) whose X-Forwarded-For is "
+     "believed; empty: none",
+     FIELD(trusted_proxies), 0, 0},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -154,6 +179,74 @@ static int node_id_valid(const char *s)
     return 1;
 }
 
+static int parse_cidr(const char *s, size_t n, struct gw_cidr *out)
+{
+    char buf[64];
+    const char *slash = memchr(s, '/', n);
+    size_t al = slash ? (size_t)(slash - s) : n;
+    uint64_t bits;
+    if (al == 0 || al >= sizeof(buf))
+        return CHAT_EINVAL;
+    memcpy(buf, s, al);
+    buf[al] = '\0';
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        bits = 32;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        bits = 128;
+    } else {
+        return CHAT_EINVAL;
+    }
+    if (slash) {
+        char pb[8];
+        size_t pl = n - al - 1;
+        uint64_t p;
+        if (pl == 0 || pl >= sizeof(pb))
+            return CHAT_EINVAL;
+        memcpy(pb, slash + 1, pl);
+        pb[pl] = '\0';
+        if (parse_uint(pb, &p) != 0 || p > bits)
+            return CHAT_EINVAL;
+        bits = p;
+    }
+    out->prefix = (unsigned)bits;
+    return 0;
+}
+
+static int parse_cidrs(gw_config_t *cfg, const char *s)
+{
+    unsigned n = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        if (n >= sizeof(cfg->proxies) / sizeof(cfg->proxies[0]) ||
+            parse_cidr(p, (size_t)(e - p), &cfg->proxies[n]) != 0)
+            return CHAT_EINVAL;
+        n++;
+        p = e;
+    }
+    cfg->nproxies = n;
+    return 0;
+}
+
+static int prefix_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
 static const char *expectation(const opt_t *o, char *buf, size_t cap)
 {
     switch (o->kind) {
@@ -175,6 +268,16 @@ static const char *expectation(const opt_t *o, char *buf, size_t cap)
         break;
     case OPT_STR:
         snprintf(buf, cap, "a string");
+        break;
+    case OPT_REDIS_URL:
+        snprintf(buf, cap, "redis://[[user]:password@]host[:port][/db], unix:///path[?db=N], "
+                           "host:port or empty");
+        break;
+    case OPT_PREFIX:
+        snprintf(buf, cap, "1 to 64 printable characters without spaces");
+        break;
+    case OPT_CIDRS:
+        snprintf(buf, cap, "a comma list of at most 32 CIDRs such as 10.0.0.0/8 or ::1/128");
         break;
     }
     return buf;
@@ -210,6 +313,22 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *text)
         if (!node_id_valid(text))
             return CHAT_EINVAL;
         break;
+    case OPT_REDIS_URL: {
+        const char *why;
+        if (broker_check_url(text, &why) != 0) {
+            cfg->why = why;
+            return CHAT_EINVAL;
+        }
+        break;
+    }
+    case OPT_PREFIX:
+        if (!prefix_valid(text))
+            return CHAT_EINVAL;
+        break;
+    case OPT_CIDRS:
+        if (parse_cidrs(cfg, text) != 0)
+            return CHAT_EINVAL;
+        break;
     case OPT_STR:
         break;
     }
@@ -224,8 +343,12 @@ static int apply(gw_config_t *cfg, const opt_t *o, const char *text, const char 
     if (set_value(cfg, o, text) == 0)
         return 0;
     env_name(o, env, sizeof(env));
-    fprintf(err, "chat-gateway: invalid value '%s' for --%s (%s) from %s: expected %s\n", text,
-            o->name, env, source, expectation(o, exp, sizeof(exp)));
+    if (o->kind == OPT_REDIS_URL) /* never echo the URL: it may hold a password */
+        fprintf(err, "chat-gateway: invalid value for --%s (%s) from %s: %s\n", o->name, env,
+                source, cfg->why ? cfg->why : "invalid URL");
+    else
+        fprintf(err, "chat-gateway: invalid value '%s' for --%s (%s) from %s: expected %s\n",
+                text, o->name, env, source, expectation(o, exp, sizeof(exp)));
     return CHAT_EINVAL;
 }
 
@@ -334,10 +457,41 @@ gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char 
 void gw_config_dispose(gw_config_t *cfg)
 {
     for (size_t i = 0; i < NOPTIONS; i++)
-        if (options[i].kind == OPT_STR || options[i].kind == OPT_ADDR ||
-            options[i].kind == OPT_NODE) {
+        if (options[i].kind != OPT_UINT && options[i].kind != OPT_BOOL &&
+            options[i].kind != OPT_DURATION) {
             char **p = (char **)(void *)((char *)cfg + options[i].offset);
             free(*p);
             *p = NULL;
         }
+}
+
+static int in_range(const struct gw_cidr *c, const unsigned char *a)
+{
+    unsigned full = c->prefix / 8, rest = c->prefix % 8;
+    if (memcmp(c->addr, a, full) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (c->addr[full] & mask) == (a[full] & mask);
+}
+
+int gw_config_trusted_proxy(const gw_config_t *cfg, const struct sockaddr *addr)
+{
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    const unsigned char *a4 = NULL, *a6 = NULL;
+    if (addr->sa_family == AF_INET) {
+        a4 = (const unsigned char *)&((const struct sockaddr_in *)(const void *)addr)->sin_addr;
+    } else if (addr->sa_family == AF_INET6) {
+        a6 = (const unsigned char *)&((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
+        if (memcmp(a6, v4mapped, 12) == 0)
+            a4 = a6 + 12;
+    }
+    for (unsigned i = 0; i < cfg->nproxies; i++) {
+        const struct gw_cidr *c = &cfg->proxies[i];
+        if ((c->family == AF_INET && a4 && in_range(c, a4)) ||
+            (c->family == AF_INET6 && a6 && in_range(c, a6)))
+            return 1;
+    }
+    return 0;
 }

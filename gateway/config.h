@@ -19,6 +19,17 @@ typedef struct gw_config {
     uint64_t max_text_bytes;
     int room_events;            /* send system join/leave notices */
     uint64_t max_message_bytes; /* largest WebSocket message accepted */
+    char *redis_url;            /* empty: the in-memory broker */
+    char *redis_prefix;         /* channel prefix */
+    uint64_t redis_timeout_ms;
+    char *trusted_proxies;      /* comma list of CIDRs; parsed into proxies[] */
+    unsigned nproxies;
+    struct gw_cidr {
+        int family; /* AF_INET or AF_INET6 */
+        unsigned char addr[16];
+        unsigned prefix;
+    } proxies[32];
+    const char *why; /* while loading: the reason of the last refusal (static) */
 } gw_config_t;
 
 typedef enum gw_config_result {
@@ -33,6 +44,10 @@ typedef enum gw_config_result {
 gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char **envp, FILE *out,
                                   FILE *err);
 void gw_config_dispose(gw_config_t *cfg);
+
+/* 1 when addr (AF_INET or AF_INET6) is inside one of cfg's trusted proxy ranges. An IPv4-mapped
+ * IPv6 address matches IPv4 ranges. */
+int gw_config_trusted_proxy(const gw_config_t *cfg, const struct sockaddr *addr);
 
 /* Parses a duration ("500ms", "25s", "2m", "1h" or plain seconds) into ms. Returns 0 or
  * CHAT_EINVAL. */

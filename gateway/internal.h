@@ -63,6 +63,7 @@ struct gw_session {
     chat_list_t pending_pubs; /* gw_pending_pub_t, in publish order */
     chat_list_t link;         /* srv->session_list */
     size_t user_len, conn_name_len;
+    char remote[64]; /* client address: the peer, or from X-Forwarded-For via a trusted proxy */
     char user[GW_ID_MAX];
     char conn_name[GW_ID_MAX];
 };

@@ -69,8 +69,8 @@ int main(int argc, char **argv)
     app.sigterm.data = app.sigint.data = &app;
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
     uv_signal_start(&app.sigint, on_signal, SIGINT);
-    chat_log(CHAT_LOG_INFO, "main", "node %s listening on %s (broker: memory)", cfg.node_id,
-             cfg.listen);
+    chat_log(CHAT_LOG_INFO, "main", "node %s listening on %s (broker: %s)", cfg.node_id,
+             cfg.listen, cfg.redis_url[0] ? "redis" : "memory");
     uv_run(app.loop, UV_RUN_DEFAULT);
     rc = uv_loop_close(app.loop);
     gw_config_dispose(&cfg);

@@ -134,7 +134,15 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
         .on_link = on_broker_link,
         .ctx = srv,
     };
-    if ((rc = broker_open(loop, NULL, &bh, &srv->broker)) != 0) {
+    broker_config_t bc = {
+        .url = cfg->redis_url,
+        .prefix = cfg->redis_prefix,
+        .node_id = cfg->node_id,
+        .timeout_ms = cfg->redis_timeout_ms,
+    };
+    const char *why;
+    if ((rc = broker_open(loop, &bc, &bh, &srv->broker, &why)) != 0) {
+        chat_log(CHAT_LOG_ERROR, "server", "broker: %s", why ? why : chat_strerror(rc));
         chat_map_dispose(&srv->sessions);
         chat_map_dispose(&srv->rooms);
         free(srv->readbuf.base);

@@ -3,7 +3,9 @@
  * Owns its gw_conn_t, timer, request parser, WebSocket and memberships. States only move forward;
  * every entry point checks the state first. Memberships and registry links are cut synchronously
  * when closing starts; the memory is freed in the last handle close callback (STYLE C6). */
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +83,9 @@ static void teardown(gw_session_t *s)
 {
     if (s->state == GW_S_CLOSED)
         return;
+    if (s->ws != NULL)
+        chat_log(CHAT_LOG_INFO, "session", "conn %s closed user=%s remote=%s peer_code=%u",
+                 s->conn_name, s->user, s->remote, (unsigned)gw_ws_peer_close_code(s->ws));
     detach(s);
     set_state(s, GW_S_CLOSED);
     s->pending_closes = 2;
@@ -162,6 +167,59 @@ static void ws_input(gw_session_t *s, const char *p, size_t n)
 
 /* ---- handshake phase ---- */
 
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)(const void *)ss, ip, sizeof(ip));
+    else if (ss->ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)(const void *)ss, ip, sizeof(ip));
+    snprintf(out, cap, "%s", ip);
+}
+
+/* The client's address: the TCP peer, unless the peer is a trusted proxy; then the rightmost
+ * X-Forwarded-For entry that is not itself a trusted proxy (entries to its left can be forged by
+ * the client). */
+static void resolve_remote(gw_session_t *s)
+{
+    struct sockaddr_storage peer;
+    int len = sizeof(peer);
+    memset(&peer, 0, sizeof(peer));
+    if (uv_tcp_getpeername(&s->conn.tcp, (struct sockaddr *)&peer, &len) != 0) {
+        snprintf(s->remote, sizeof(s->remote), "?");
+        return;
+    }
+    format_addr(&peer, s->remote, sizeof(s->remote));
+    if (!gw_config_trusted_proxy(s->srv->cfg, (const struct sockaddr *)&peer))
+        return;
+    chat_str_t xff = gw_http_req_header(s->req, CHAT_LIT("x-forwarded-for"));
+    size_t end = xff.len;
+    while (xff.p != NULL && end > 0) {
+        size_t start = end;
+        while (start > 0 && xff.p[start - 1] != ',')
+            start--;
+        size_t a = start, b = end;
+        while (a < b && (xff.p[a] == ' ' || xff.p[a] == '\t'))
+            a++;
+        while (b > a && (xff.p[b - 1] == ' ' || xff.p[b - 1] == '\t'))
+            b--;
+        char ip[INET6_ADDRSTRLEN];
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if (b - a == 0 || b - a >= sizeof(ip))
+            return; /* garbage: keep what we have */
+        memcpy(ip, xff.p + a, b - a);
+        ip[b - a] = '\0';
+        if (uv_ip4_addr(ip, 0, (struct sockaddr_in *)&ss) != 0 &&
+            uv_ip6_addr(ip, 0, (struct sockaddr_in6 *)&ss) != 0)
+            return;
+        snprintf(s->remote, sizeof(s->remote), "%s", ip);
+        if (!gw_config_trusted_proxy(s->srv->cfg, (const struct sockaddr *)&ss))
+            return;
+        end = start > 0 ? start - 1 : 0;
+    }
+}
+
 static void refuse(gw_session_t *s, int status, const char *error, const char *message)
 {
     chat_buf_t out = CHAT_BUF_INIT;
@@ -185,6 +243,9 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     chat_buf_free(&out);
     uv_timer_stop(&s->timer);
     set_state(s, GW_S_OPEN);
+    resolve_remote(s);
+    chat_log(CHAT_LOG_INFO, "session", "conn %s open user=%s remote=%s path=%.*s", s->conn_name,
+             s->user, s->remote, (int)s->req->path.len, s->req->path.p);
     chat_buf_reset(&srv->json);
     chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), srv->node,
                            chat_str(s->conn_name, s->conn_name_len));

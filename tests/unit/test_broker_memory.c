@@ -48,6 +48,15 @@ struct fixture {
     int hook_budget;
 };
 
+
+/* Opens a broker for url with the defaults the gateway uses. */
+static int open_url(uv_loop_t *loop, const char *url, const broker_handlers_t *h, broker_t **out)
+{
+    broker_config_t cfg = {.url = url, .prefix = "chat:", .node_id = "t", .timeout_ms = 2000};
+    const char *why;
+    return broker_open(loop, &cfg, h, out, &why);
+}
+
 static void rec_message(void *ctx, chat_str_t topic, chat_str_t data)
 {
     fixture_t *f = ctx;
@@ -98,7 +107,7 @@ static int setup(void **state)
     if (f == NULL || uv_loop_init(&f->loop) != 0)
         return -1;
     h.ctx = f;
-    if (broker_open(&f->loop, NULL, &h, &f->b) != 0)
+    if (open_url(&f->loop, NULL, &h, &f->b) != 0)
         return -1;
     *state = f;
     return 0;
@@ -178,7 +187,7 @@ static void test_open_memory_urls(void **state)
     assert_int_equal(broker_is_up(f->b), 1);
     for (size_t i = 0; i < 2; i++) {
         broker_t *b = NULL;
-        assert_int_equal(broker_open(&f->loop, urls[i], &h, &b), 0);
+        assert_int_equal(open_url(&f->loop, urls[i], &h, &b), 0);
         assert_non_null(b);
         assert_string_equal(broker_kind(b), "memory");
         assert_int_equal(broker_is_up(b), 1);
@@ -193,8 +202,8 @@ static void test_open_unsupported_url(void **state)
     broker_handlers_t h = {rec_message, rec_published, NULL, f};
     broker_t *b = NULL;
 
-    assert_int_equal(broker_open(&f->loop, "bogus://x", &h, &b), CHAT_EINVAL);
-    assert_int_equal(broker_open(&f->loop, "memory", &h, &b), CHAT_EINVAL);
+    assert_int_equal(open_url(&f->loop, "bogus://x", &h, &b), CHAT_EINVAL);
+    assert_int_equal(open_url(&f->loop, "memory", &h, &b), CHAT_EINVAL);
     finish(f);
 }
 
@@ -206,7 +215,7 @@ static void test_open_copies_handlers(void **state)
 
     assert_non_null(h);
     *h = (broker_handlers_t){rec_message, rec_published, NULL, f};
-    assert_int_equal(broker_open(&f->loop, "memory://", h, &b), 0);
+    assert_int_equal(open_url(&f->loop, "memory://", h, &b), 0);
     memset(h, 0, sizeof(*h));
     free(h); /* the broker must have its own copy */
     assert_int_equal(broker_subscribe(b, CHAT_LIT("t")), 0);

@@ -1,0 +1,323 @@
+/* broker/redis.c - the Redis pub/sub broker: many gateway nodes, one chat service.
+ *
+ * Two links (broker/redis_link.c): PUBLISH goes over one, SUBSCRIBE lives on the other (a RESP2
+ * connection in subscribed mode cannot publish). A room's channel is <prefix>room:<room>.
+ * - The wanted set holds the topics with local members; the subscriber link subscribes exactly
+ *   those, and after every reconnect subscribes them all again, in batches.
+ * - publish() answers on_published(tag) when Redis replied to the PUBLISH (0), or when the command
+ *   failed or timed out (CHAT_EBROKER). While the publisher link is down it returns CHAT_EBROKER.
+ * - A canary: every second the node publishes to its own channel <prefix>node:<node id> and
+ *   expects it back on the subscriber link. A canary not back within CANARY_LATE_MS marks the
+ *   subscription unhealthy and forces the subscriber link to reconnect (a subscription that
+ *   silently stopped is the classic failure here; the health check must not stay green).
+ * - The broker is "up" (on_link, broker_is_up) while both links are ready and the canary is fresh. */
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "broker_impl.h"
+#include "buf.h"
+#include "err.h"
+#include "log.h"
+#include "map.h"
+#include "redis_link.h"
+#include "redis_url.h"
+
+#define CANARY_EVERY_MS     1000
+#define CANARY_LATE_MS      3000
+#define SUBSCRIBE_BATCH     256
+#define BACKOFF_MIN_MS      500
+#define BACKOFF_MAX_MS      10000
+
+typedef struct redis_broker {
+    struct broker base;
+    uv_loop_t *loop;
+    redis_link_t *pub, *sub;
+    chat_map_t wanted; /* topic -> (void *)1 */
+    chat_buf_t chan;   /* scratch: a channel name */
+    char *prefix;
+    size_t prefix_len;
+    char *canary; /* <prefix>node:<node id> */
+    uv_timer_t canary_timer;
+    uint64_t canary_sent, canary_seen; /* sequence numbers */
+    uint64_t canary_waiting_since;     /* uv_now() of the oldest canary not seen, 0 if none */
+    int canary_ok;
+    int up;
+    int closed;
+} redis_broker_t;
+
+static void update_up(redis_broker_t *b)
+{
+    int up = redis_link_ready(b->pub) && redis_link_ready(b->sub) && b->canary_ok;
+    if (up == b->up)
+        return;
+    b->up = up;
+    if (b->base.h.on_link)
+        b->base.h.on_link(b->base.h.ctx, up);
+}
+
+static chat_str_t room_channel(redis_broker_t *b, chat_str_t topic)
+{
+    chat_buf_reset(&b->chan);
+    chat_buf_append(&b->chan, b->prefix, b->prefix_len);
+    chat_buf_append(&b->chan, "room:", 5);
+    chat_buf_append_str(&b->chan, topic);
+    return chat_buf_str(&b->chan);
+}
+
+/* SUBSCRIBE or UNSUBSCRIBE one room channel on the subscriber link (if ready). */
+static void sub_command(redis_broker_t *b, const char *verb, chat_str_t topic)
+{
+    chat_str_t ch = room_channel(b, topic);
+    const char *argv[2] = {verb, ch.p};
+    size_t lens[2] = {strlen(verb), ch.len};
+    redis_link_command(b->sub, 2, argv, lens, 0);
+}
+
+/* After (re)connecting: the canary channel and every wanted topic, SUBSCRIBE_BATCH per command. */
+static void resubscribe_all(redis_broker_t *b)
+{
+    const char **argv = chat_xmalloc((SUBSCRIBE_BATCH + 1) * sizeof(*argv));
+    size_t *lens = chat_xmalloc((SUBSCRIBE_BATCH + 1) * sizeof(*lens));
+    chat_buf_t names = CHAT_BUF_INIT;
+    size_t offs[SUBSCRIBE_BATCH];
+    chat_map_iter_t it = {0, NULL};
+    chat_str_t topic;
+    int more = 1, first = 1;
+    size_t total = 0;
+    while (more) {
+        int n = 1;
+        chat_buf_reset(&names);
+        argv[0] = "SUBSCRIBE";
+        lens[0] = 9;
+        if (first) {
+            argv[n] = b->canary;
+            lens[n++] = strlen(b->canary);
+            first = 0;
+        }
+        int start = n;
+        while (n < SUBSCRIBE_BATCH + 1) {
+            if (chat_map_next(&b->wanted, &it, &topic) == NULL) {
+                more = 0;
+                break;
+            }
+            offs[n - start] = names.len;
+            chat_buf_append(&names, b->prefix, b->prefix_len);
+            chat_buf_append(&names, "room:", 5);
+            chat_buf_append_str(&names, topic);
+            lens[n] = names.len - offs[n - start];
+            n++;
+        }
+        for (int i = start; i < n; i++) /* names.p is final now: point into it */
+            argv[i] = names.p + offs[i - start];
+        total += (size_t)(n - start);
+        if (n > 1)
+            redis_link_command(b->sub, n, argv, lens, 0);
+    }
+    chat_buf_free(&names);
+    free(argv);
+    free(lens);
+    chat_log(CHAT_LOG_INFO, "redis", "subscribed %zu room channels", total);
+}
+
+static void on_pub_ready(void *ctx)
+{
+    update_up(ctx);
+}
+
+static void on_pub_down(void *ctx, const char *why)
+{
+    update_up(ctx);
+}
+
+static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
+{
+    redis_broker_t *b = ctx;
+    if (tag == 0 || b->closed)
+        return;
+    int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
+    b->base.h.on_published(b->base.h.ctx, tag, ok ? 0 : CHAT_EBROKER);
+}
+
+static void on_sub_ready(void *ctx)
+{
+    redis_broker_t *b = ctx;
+    b->canary_ok = 0;
+    b->canary_waiting_since = 0;
+    b->canary_seen = b->canary_sent;
+    resubscribe_all(b);
+    update_up(b);
+}
+
+static void on_sub_down(void *ctx, const char *why)
+{
+    redis_broker_t *b = ctx;
+    b->canary_ok = 0;
+    update_up(b);
+}
+
+static void on_canary(redis_broker_t *b, redisReply *payload)
+{
+    uint64_t seq = strtoull(payload->str, NULL, 10);
+    if (seq > b->canary_seen)
+        b->canary_seen = seq;
+    if (b->canary_seen >= b->canary_sent)
+        b->canary_waiting_since = 0;
+    b->canary_ok = 1;
+    update_up(b);
+}
+
+static void on_sub_push(void *ctx, redisReply *r)
+{
+    redis_broker_t *b = ctx;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(r->element[0]->str, "message") != 0 || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return; /* subscribe / unsubscribe confirmations */
+    chat_str_t ch = chat_str(r->element[1]->str, r->element[1]->len);
+    if (chat_str_eq(ch, chat_cstr(b->canary))) {
+        on_canary(b, r->element[2]);
+        return;
+    }
+    if (ch.len <= b->prefix_len + 5 || memcmp(ch.p, b->prefix, b->prefix_len) != 0 ||
+        memcmp(ch.p + b->prefix_len, "room:", 5) != 0)
+        return;
+    chat_str_t topic = chat_str(ch.p + b->prefix_len + 5, ch.len - b->prefix_len - 5);
+    if (chat_map_get(&b->wanted, topic) != NULL)
+        b->base.h.on_message(b->base.h.ctx, topic,
+                             chat_str(r->element[2]->str, r->element[2]->len));
+}
+
+static void on_canary_timer(uv_timer_t *t)
+{
+    redis_broker_t *b = t->data;
+    uint64_t now = uv_now(b->loop);
+    if (!redis_link_ready(b->sub) || !redis_link_ready(b->pub))
+        return;
+    if (b->canary_waiting_since != 0 && now - b->canary_waiting_since >= CANARY_LATE_MS) {
+        chat_log(CHAT_LOG_WARN, "redis", "canary not back within %d ms: resubscribing",
+                 CANARY_LATE_MS);
+        b->canary_ok = 0;
+        b->canary_waiting_since = 0;
+        redis_link_reset(b->sub, "canary late");
+        update_up(b);
+        return;
+    }
+    char seq[24];
+    snprintf(seq, sizeof(seq), "%" PRIu64, b->canary_sent + 1);
+    const char *argv[3] = {"PUBLISH", b->canary, seq};
+    size_t lens[3] = {7, strlen(b->canary), strlen(seq)};
+    if (redis_link_command(b->pub, 3, argv, lens, 0) != 0)
+        return;
+    b->canary_sent++;
+    if (b->canary_waiting_since == 0)
+        b->canary_waiting_since = now;
+}
+
+static int redis_open(uv_loop_t *loop, const broker_config_t *cfg, const broker_handlers_t *h,
+                      broker_t **out, const char **why)
+{
+    redis_url_t url;
+    char name[160];
+    if (redis_url_parse(cfg->url, &url, why) != 0)
+        return CHAT_EINVAL;
+    redis_broker_t *b = chat_xcalloc(1, sizeof(*b));
+    b->base.ops = &broker_redis_ops;
+    b->base.h = *h;
+    b->loop = loop;
+    chat_map_init(&b->wanted);
+    b->prefix = chat_xstrndup(cfg->prefix, strlen(cfg->prefix));
+    b->prefix_len = strlen(cfg->prefix);
+    size_t clen = b->prefix_len + 5 + strlen(cfg->node_id) + 1;
+    b->canary = chat_xmalloc(clen);
+    snprintf(b->canary, clen, "%snode:%s", cfg->prefix, cfg->node_id);
+    redis_link_config_t lc = {
+        .url = url,
+        .timeout_ms = cfg->timeout_ms,
+        .backoff_min_ms = BACKOFF_MIN_MS,
+        .backoff_max_ms = BACKOFF_MAX_MS,
+    };
+    redis_link_handlers_t ph = {.on_ready = on_pub_ready, .on_down = on_pub_down,
+                                .on_reply = on_pub_reply, .ctx = b};
+    redis_link_handlers_t sh = {.on_ready = on_sub_ready, .on_down = on_sub_down,
+                                .on_push = on_sub_push, .ctx = b};
+    snprintf(name, sizeof(name), "chat-gateway:%s:pub", cfg->node_id);
+    lc.name = name;
+    redis_link_open(loop, &lc, &ph, &b->pub);
+    snprintf(name, sizeof(name), "chat-gateway:%s:sub", cfg->node_id);
+    lc.subscriber = 1;
+    redis_link_open(loop, &lc, &sh, &b->sub);
+    uv_timer_init(loop, &b->canary_timer);
+    b->canary_timer.data = b;
+    uv_timer_start(&b->canary_timer, on_canary_timer, CANARY_EVERY_MS, CANARY_EVERY_MS);
+    *out = &b->base;
+    return 0;
+}
+
+static int redis_subscribe(broker_t *base, chat_str_t topic)
+{
+    redis_broker_t *b = (redis_broker_t *)base;
+    if (chat_map_get(&b->wanted, topic) != NULL)
+        return 0;
+    chat_map_put(&b->wanted, topic, (void *)1);
+    sub_command(b, "SUBSCRIBE", topic); /* or at the next (re)connect */
+    return 0;
+}
+
+static int redis_unsubscribe(broker_t *base, chat_str_t topic)
+{
+    redis_broker_t *b = (redis_broker_t *)base;
+    if (chat_map_del(&b->wanted, topic) == NULL)
+        return 0;
+    sub_command(b, "UNSUBSCRIBE", topic);
+    return 0;
+}
+
+static int redis_publish(broker_t *base, chat_str_t topic, chat_str_t data, uint64_t tag)
+{
+    redis_broker_t *b = (redis_broker_t *)base;
+    if (b->closed)
+        return CHAT_EBROKER;
+    chat_str_t ch = room_channel(b, topic);
+    const char *argv[3] = {"PUBLISH", ch.p, data.p};
+    size_t lens[3] = {7, ch.len, data.len};
+    return redis_link_command(b->pub, 3, argv, lens, tag) == 0 ? 0 : CHAT_EBROKER;
+}
+
+static int redis_is_up(const broker_t *base)
+{
+    return ((const redis_broker_t *)base)->up;
+}
+
+static void on_canary_timer_closed(uv_handle_t *h)
+{
+    redis_broker_t *b = h->data;
+    chat_map_dispose(&b->wanted);
+    chat_buf_free(&b->chan);
+    free(b->prefix);
+    free(b->canary);
+    free(b);
+}
+
+static void redis_close(broker_t *base)
+{
+    redis_broker_t *b = (redis_broker_t *)base;
+    b->closed = 1;
+    redis_link_close(b->pub);
+    redis_link_close(b->sub);
+    uv_close((uv_handle_t *)&b->canary_timer, on_canary_timer_closed);
+}
+
+const broker_ops_t broker_redis_ops = {
+    .kind = "redis",
+    .open = redis_open,
+    .subscribe = redis_subscribe,
+    .unsubscribe = redis_unsubscribe,
+    .publish = redis_publish,
+    .is_up = redis_is_up,
+    .close = redis_close,
+};
