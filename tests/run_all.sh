@@ -4,12 +4,13 @@
 # its last line. Exit status 0 only when nothing failed and nothing was skipped.
 #   suites: unit (cmocka), integration (pytest + python3-websockets against the binary),
 #           browser (headless Chromium + playwright-core, normal build only)
+#           deploy (nginx -t, docker-compose config, Dockerfile lint, kustomize build)
 # CHAT_SKIP_APT=1 skips apt-get; CHAT_SUITES="unit integration" runs a subset.
 set -uo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash deploy/local/deps.sh test || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
-suites=${CHAT_SUITES:-unit integration browser}
+suites=${CHAT_SUITES:-unit integration browser deploy}
 results=$(mktemp -d /tmp/chat-tests.XXXXXX)
 failed_build=0
 
@@ -44,5 +45,10 @@ if [[ " $suites " == *" browser "* ]]; then
   else
     echo "browser two_tabs: fail" >"$results/browser.result"
   fi
+fi
+if [[ " $suites " == *" deploy "* ]]; then
+  echo "== deploy"
+  bash tests/deploy/check.sh "$results/deploy.result"
+  cat "$results/deploy.result"
 fi
 /usr/bin/python3 tools/test_summary.py "$results"

@@ -2,7 +2,8 @@
 # deploy/local/deps.sh - installs what chat-gateway needs on Debian 12 (run as root).
 #   deps.sh build   compiler, meson, libraries (enough to build and run the gateway)
 #   deps.sh test    the above plus everything the test suites use (redis-server, nginx,
-#                   python3-websockets, pytest, chromium for the browser test, clang for fuzzing)
+#                   python3-websockets, pytest, chromium for the browser test, clang for fuzzing,
+#                   docker-compose to validate the compose file; kubectl comes with the machine)
 # Set CHAT_SKIP_APT=1 to skip (for a machine that already has everything).
 set -euo pipefail
 what=${1:-build}
@@ -10,7 +11,7 @@ what=${1:-build}
 build_pkgs=(build-essential meson ninja-build pkg-config python3 libuv1-dev libwslay-dev
             libhiredis-dev libcjson-dev libssl-dev)
 test_pkgs=(libcmocka-dev redis-server nginx python3-websockets python3-pytest python3-jwt
-           chromium clang curl procps iproute2)
+           chromium clang curl procps iproute2 docker-compose)
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 export DEBIAN_FRONTEND=noninteractive
