@@ -196,8 +196,10 @@ static void on_canary_timer(uv_timer_t *t)
 {
     redis_broker_t *b = t->data;
     uint64_t now = uv_now(b->loop);
-    if (!redis_link_ready(b->sub) || !redis_link_ready(b->pub))
+    if (!redis_link_ready(b->sub))
         return;
+    /* Checked even while the publisher link is down: a canary sent before a stall must come
+     * back in time, or the subscription is suspect too (its pushes may have stalled with it). */
     if (b->canary_waiting_since != 0 && now - b->canary_waiting_since >= CANARY_LATE_MS) {
         chat_log(CHAT_LOG_WARN, "redis", "canary not back within %d ms: resubscribing",
                  CANARY_LATE_MS);
@@ -207,6 +209,8 @@ static void on_canary_timer(uv_timer_t *t)
         update_up(b);
         return;
     }
+    if (!redis_link_ready(b->pub))
+        return;
     char seq[24];
     snprintf(seq, sizeof(seq), "%" PRIu64, b->canary_sent + 1);
     const char *argv[3] = {"PUBLISH", b->canary, seq};
