@@ -247,6 +247,20 @@ static int prefix_valid(const char *s)
     return 1;
 }
 
+/* 1500 -> "1500ms", 2000 -> "2s", 120000 -> "2m" */
+static const char *format_ms(uint64_t ms, char *buf, size_t cap)
+{
+    if (ms != 0 && ms % 3600000 == 0)
+        snprintf(buf, cap, "%lluh", (unsigned long long)(ms / 3600000));
+    else if (ms != 0 && ms % 60000 == 0)
+        snprintf(buf, cap, "%llum", (unsigned long long)(ms / 60000));
+    else if (ms != 0 && ms % 1000 == 0)
+        snprintf(buf, cap, "%llus", (unsigned long long)(ms / 1000));
+    else
+        snprintf(buf, cap, "%llums", (unsigned long long)ms);
+    return buf;
+}
+
 static const char *expectation(const opt_t *o, char *buf, size_t cap)
 {
     switch (o->kind) {
@@ -257,9 +271,12 @@ static const char *expectation(const opt_t *o, char *buf, size_t cap)
     case OPT_BOOL:
         snprintf(buf, cap, "true, false, 1 or 0");
         break;
-    case OPT_DURATION:
-        snprintf(buf, cap, "a duration such as 500ms, 25s, 2m, 1h or plain seconds");
+    case OPT_DURATION: {
+        char lo[24], hi[24];
+        snprintf(buf, cap, "a duration from %s to %s (500ms, 25s, 2m, 1h or plain seconds)",
+                 format_ms(o->min, lo, sizeof(lo)), format_ms(o->max, hi, sizeof(hi)));
         break;
+    }
     case OPT_ADDR:
         snprintf(buf, cap, "HOST:PORT with a numeric IPv4 address, [IPv6] or localhost");
         break;

@@ -1,0 +1,253 @@
+"""WebSocket framing: close codes for binary data, invalid UTF-8 and protocol errors; control
+frames; fragmentation; the close handshake."""
+
+import asyncio
+import struct
+import time
+
+import pytest
+
+import harness
+
+from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS)
+from wsclient import Client, check_system, run
+
+PING = b'{"type":"ping"}'
+
+
+def open_raw(gw, path="/ws"):
+    ws = RawWS(gw.port).open(path)
+    assert ws.recv_json()["type"] == "welcome"
+    if path.startswith("/chat/"):
+        assert ws.recv_json()["type"] == "joined"
+    return ws
+
+
+def test_binary_frame_closes_with_1003(gateway):
+    async def body():
+        c = await Client.open(gateway)
+        await c.ws.send(b'{"type":"ping"}')  # bytes -> a binary frame
+        assert await c.expect_closed() == 1003
+    run(body())
+
+
+def test_binary_frame_close_notifies_room(gateway):
+    async def body():
+        a, b = await Client.open(gateway, "/chat/r"), await Client.open(gateway, "/chat/r")
+        check_system(await a.recv(), "r", "join", b.user)
+        await b.ws.send(b"\x00\x01")
+        assert await b.expect_closed() == 1003
+        check_system(await a.recv(), "r", "leave", b.user)
+        await a.close()
+    run(body())
+
+
+@pytest.mark.parametrize("payload", [
+    b"\xff\xfe",
+    b'{"type":"ping","x":"\xff"}',  # invalid inside an otherwise valid JSON text
+    b'{"type":"ping","x":"\xc0\xaf"}',  # overlong encoding of '/'
+    b'{"type":"ping","x":"\xed\xa0\x80"}',  # UTF-16 surrogate
+    b'{"type":"ping","x":"\xe2\x82"}',  # truncated sequence
+])
+def test_invalid_utf8_text_closes_with_1007(gateway, payload):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_TEXT, payload)
+        assert ws.expect_close() == 1007
+        ws.expect_eof()
+
+
+def test_invalid_utf8_across_fragments_closes_with_1007(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_TEXT, b'{"type":"ping","x":"\xe2', fin=False)
+        ws.send_frame(OP_CONT, b'\x28"}', fin=True)  # 0xE2 0x28: broken sequence
+        assert ws.expect_close() == 1007
+
+
+@pytest.mark.parametrize("name,frame", [
+    ("unmasked text frame", dict(opcode=OP_TEXT, payload=PING, masked=False)),
+    ("reserved opcode 3", dict(opcode=0x3, payload=b"x")),
+    ("reserved control opcode 0xB", dict(opcode=0xB, payload=b"")),
+    ("RSV1 without an extension", dict(opcode=OP_TEXT, payload=PING, rsv=4)),
+    ("RSV3", dict(opcode=OP_TEXT, payload=PING, rsv=1)),
+    ("continuation without a start", dict(opcode=OP_CONT, payload=PING)),
+    ("fragmented ping", dict(opcode=OP_PING, payload=b"x", fin=False)),
+    ("ping longer than 125 bytes", dict(opcode=OP_PING, payload=b"p" * 126)),
+])
+def test_protocol_error_closes_with_1002(gateway, name, frame):
+    with open_raw(gateway) as ws:
+        ws.send_frame(**frame)
+        assert ws.expect_close() == 1002, name
+        ws.expect_eof()
+
+
+def test_new_message_inside_fragmented_message_is_1002(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_TEXT, b'{"type":', fin=False)
+        ws.send_frame(OP_TEXT, b'"ping"}', fin=True)  # must have been a continuation
+        assert ws.expect_close() == 1002
+
+
+def test_fragmented_text_message_is_one_message(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_TEXT, b'{"type"', fin=False)
+        ws.send_frame(OP_CONT, b':"pi', fin=False)
+        ws.send_frame(OP_PING, b"in-between")  # control frames may come between fragments
+        ws.send_frame(OP_CONT, b'ng"}', fin=True)
+        fin, rsv, op, payload = ws.recv_frame()
+        assert (op, payload) == (OP_PONG, b"in-between")
+        assert ws.recv_json() == {"type": "pong"}
+
+
+def test_utf8_character_split_across_fragments_is_fine(gateway):
+    with open_raw(gateway, "/chat/r") as ws:
+        text = '{"type":"chat","text":"caf\u00e9 \U0001F600","cid":"f1"}'.encode()
+        cut = text.index(b"\xf0") + 2  # in the middle of the 4-byte emoji
+        ws.send_frame(OP_TEXT, text[:cut], fin=False)
+        ws.send_frame(OP_CONT, text[cut:], fin=True)
+        got = [ws.recv_json(), ws.recv_json()]
+        chat = [f for f in got if f["type"] == "chat"]
+        assert chat and chat[0]["text"] == "caf\u00e9 \U0001F600", got
+
+
+def test_websocket_ping_gets_pong_with_same_payload(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_PING, b"hello-123")
+        fin, rsv, op, payload = ws.recv_frame()
+        assert (fin, op, payload) == (True, OP_PONG, b"hello-123")
+        ws.send_frame(OP_PING, b"")
+        assert ws.recv_frame()[2:] == (OP_PONG, b"")
+
+
+def test_unsolicited_pong_is_ignored(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_PONG, b"whatever")
+        ws.send_frame(OP_TEXT, PING)
+        assert ws.recv_json() == {"type": "pong"}
+
+
+def test_client_close_is_echoed_and_tcp_closed(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_CLOSE, (1000).to_bytes(2, "big") + b"bye")
+        fin, rsv, op, payload = ws.recv_frame()
+        assert op == OP_CLOSE, (op, payload)
+        assert payload[:2] == (1000).to_bytes(2, "big")
+        ws.expect_eof(timeout=3)
+
+
+def test_client_close_without_code(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_CLOSE, b"")
+        fin, rsv, op, payload = ws.recv_frame()
+        assert op == OP_CLOSE
+        # echo without a code, or 1000; never 1005 on the wire (RFC 6455 7.4.1)
+        assert payload == b"" or payload[:2] == (1000).to_bytes(2, "big"), payload
+        ws.expect_eof(timeout=3)
+
+
+def test_websockets_clean_close_code_1000(gateway):
+    async def body():
+        c = await Client.open(gateway, "/chat/r")
+        await asyncio.wait_for(c.close(), 5)
+        assert c.ws.close_code == 1000
+    run(body())
+
+
+def test_frame_with_16bit_length_over_the_text_limit(gateway):
+    """A 5 000-byte text frame (16-bit length field) is read correctly; its text is over the
+    default 4096-byte limit, so the answer is bad_request and the connection stays open."""
+    with open_raw(gateway, "/chat/r") as ws:
+        big = b'{"type":"chat","cid":"big","text":"' + b"a" * 5000 + b'"}'
+        ws.send_frame(OP_TEXT, big)
+        err = ws.recv_json()
+        assert (err["type"], err["code"], err.get("cid")) == ("error", "bad_request", "big"), err
+        ws.send_frame(OP_TEXT, PING)
+        assert ws.recv_json() == {"type": "pong"}
+
+
+def test_frame_of_exactly_126_bytes(gateway):
+    """126 is the first length that needs the extended 16-bit length field."""
+    with open_raw(gateway) as ws:
+        msg = b'{"type":"ping","pad":"' + b"p" * 100 + b'"}'
+        msg = msg[:-2] + b"p" * (126 - len(msg)) + b'"}'
+        assert len(msg) == 126
+        ws.send_frame(OP_TEXT, msg)
+        assert ws.recv_json() == {"type": "pong"}
+
+
+def test_binary_frame_is_1003_even_when_raw(gateway):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_BINARY, PING)
+        assert ws.expect_close() == 1003
+        ws.expect_eof()
+
+
+# ---- limits and close-frame rules from docs/protocol.md --------------------------------------
+
+MAX_MESSAGE = 64 * 1024  # the gateway's fixed message limit
+
+
+def test_message_over_64_kib_closes_with_1009(gateway):
+    with open_raw(gateway, "/chat/r") as ws:
+        big = b'{"type":"chat","text":"' + b"a" * (MAX_MESSAGE + 10) + b'"}'  # 64-bit length
+        ws.send_frame(OP_TEXT, big)
+        assert ws.expect_close() == 1009
+        ws.expect_eof()
+
+
+def test_fragmented_message_over_64_kib_closes_with_1009(gateway):
+    with open_raw(gateway) as ws:
+        chunk = b"a" * 30000
+        ws.send_frame(OP_TEXT, b'{"type":"ping","pad":"' + chunk, fin=False)
+        for _ in range(3):  # 90 KB in total
+            ws.send_frame(OP_CONT, chunk, fin=False)
+        ws.send_frame(OP_CONT, b'"}', fin=True)
+        assert ws.expect_close() == 1009
+
+
+def test_message_just_under_64_kib_is_read(gateway):
+    """A 60 000-byte message (64-bit length field not needed, 16-bit is) within the message limit
+    but over the text limit: bad_request, connection open."""
+    with open_raw(gateway, "/chat/r") as ws:
+        big = b'{"type":"chat","cid":"b","text":"' + b"a" * 60000 + b'"}'
+        ws.send_frame(OP_TEXT, big)
+        err = ws.recv_json()
+        assert (err["type"], err["code"]) == ("error", "bad_request"), err
+        ws.send_frame(OP_TEXT, PING)
+        assert ws.recv_json() == {"type": "pong"}
+
+
+@pytest.mark.parametrize("name,payload", [
+    ("one-byte payload", b"\x03"),
+    ("code 1005 (never sent on the wire)", struct.pack("!H", 1005)),
+    ("code 999", struct.pack("!H", 999)),
+    ("code 1016 (unassigned)", struct.pack("!H", 1016)),
+])
+def test_bad_close_frame_is_1002(gateway, name, payload):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_CLOSE, payload)
+        fin, rsv, op, reply = ws.recv_frame()
+        assert op == OP_CLOSE, (name, op, reply)
+        assert struct.unpack("!H", reply[:2])[0] == 1002, (name, reply)
+        ws.expect_eof()
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 3000, 4999])
+def test_valid_close_codes_are_answered_normally(gateway, code):
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_CLOSE, struct.pack("!H", code) + b"reason")
+        fin, rsv, op, reply = ws.recv_frame()
+        assert op == OP_CLOSE
+        assert struct.unpack("!H", reply[:2])[0] in (1000, code), reply
+        ws.expect_eof()
+
+
+def test_gateway_drops_tcp_when_client_never_answers_its_close(gateway):
+    """docs: after sending its close frame the gateway waits at most 5 s for the client's."""
+    with open_raw(gateway) as ws:
+        ws.send_frame(OP_BINARY, b"x")
+        t0 = time.monotonic()
+        fin, rsv, op, payload = ws.recv_frame()
+        assert op == OP_CLOSE and payload[:2] == struct.pack("!H", 1003)
+        # we never answer the close frame
+        ws.expect_eof(timeout=5 + 3 * harness.TIMEOUT_SCALE)
+        assert time.monotonic() - t0 <= 5 + 3 * harness.TIMEOUT_SCALE
