@@ -451,7 +451,10 @@ static gw_config_result_t load_args(gw_config_t *cfg, int argc, char **argv, FIL
             val = "true";
         if (val == NULL) {
             if (i + 1 >= argc) {
-                fprintf(err, "chat-gateway: option --%s needs a value (see --help)\n", o->name);
+                char env[64];
+                env_name(o, env, sizeof(env));
+                fprintf(err, "chat-gateway: option --%s (%s) needs a value (see --help)\n",
+                        o->name, env);
                 return GW_CONFIG_EXIT_BAD;
             }
             val = argv[++i];
