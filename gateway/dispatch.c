@@ -152,9 +152,13 @@ static void typing(gw_session_t *s, const chat_env_in_t *in)
     gw__publish(s->srv, room, CHAT_WIRE_TYPING, s, 1, 0); /* best effort: no answer */
 }
 
-void gw__dispatch(gw_session_t *s, const char *p, size_t n)
+static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
 {
     chat_env_in_t in;
+    if (binary) {
+        gw__session_close(s, GW_CLOSE_UNSUPPORTED, "binary frames are not supported");
+        return;
+    }
     struct cJSON *doc = NULL;
     int rc = chat_env_parse(p, n, &in, &doc);
     if (rc == CHAT_EBADJSON) {
@@ -187,3 +191,20 @@ void gw__dispatch(gw_session_t *s, const char *p, size_t n)
     }
     chat_env_free(doc);
 }
+
+/* welcome first, then (on /chat/{room}) the join */
+static void on_open(gw_session_t *s, const gw_upgrade_t *u)
+{
+    gw_server_t *srv = s->srv;
+    chat_buf_reset(&srv->json);
+    chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), srv->node,
+                           chat_str(s->conn_name, s->conn_name_len));
+    gw__session_send_json(s);
+    if (u->route == GW_ROUTE_CHAT)
+        gw__dispatch_join(s, u->room, CHAT_STR_NULL);
+}
+
+const gw_app_t gw__chat_app = {
+    .on_open = on_open,
+    .on_message = on_message,
+};

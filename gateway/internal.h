@@ -26,6 +26,18 @@
 typedef struct gw_server gw_server_t;
 typedef struct gw_session gw_session_t;
 
+/* What runs on top of an open WebSocket: the chat protocol (dispatch.c, the default) or a test
+ * harness (the Autobahn echo server in tests/autobahn/). Everything below it (handshake, framing,
+ * limits, close paths) is the same. */
+typedef struct gw_app {
+    /* The 101 was queued; u is the accepted upgrade (borrowed). */
+    void (*on_open)(gw_session_t *s, const gw_upgrade_t *u);
+    /* One complete message (text: valid UTF-8). Borrowed. */
+    void (*on_message)(gw_session_t *s, int binary, const char *p, size_t n);
+} gw_app_t;
+
+extern const gw_app_t gw__chat_app;
+
 typedef struct gw_room {
     chat_list_t members; /* gw_member_t.room_link */
     size_t nmembers;
@@ -84,6 +96,7 @@ struct gw_server {
     uint64_t next_session_id, next_msg_seq;
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json, wire; /* scratch buffers for building one message at a time */
+    const gw_app_t *app;
     int stopping, stop_finished, listener_open, pending_closes;
     void (*on_stopped)(void *ctx);
     void *on_stopped_ctx;
@@ -105,9 +118,7 @@ void gw__session_expect_published(gw_session_t *s, chat_str_t room, chat_str_t c
 /* The broker's verdict on the oldest pending publication of s. */
 void gw__session_on_published(gw_session_t *s, int status);
 
-/* dispatch.c */
-/* Handles one text message from an open session. */
-void gw__dispatch(gw_session_t *s, const char *p, size_t n);
+/* dispatch.c (gw__chat_app) */
 /* Joins s to room (valid name) and answers `joined`; errors become error envelopes. */
 void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid);
 /* Leaves every room (publishing leave notices). */
@@ -128,6 +139,8 @@ void gw__room_deliver(gw_server_t *srv, chat_str_t room, chat_str_t data);
  * result. */
 int gw__publish(gw_server_t *srv, chat_str_t room, chat_wire_kind_t kind, gw_session_t *origin,
                 int exclude_origin, uint64_t tag);
+/* Replaces the application (before any connection arrives). */
+void gw__server_set_app(gw_server_t *srv, const gw_app_t *app);
 /* Called by session.c after a session was freed. */
 void gw__server_session_gone(gw_server_t *srv);
 

@@ -108,6 +108,11 @@ static void finish_stop(gw_server_t *srv)
     uv_close((uv_handle_t *)&srv->flusher, on_server_handle_closed);
 }
 
+void gw__server_set_app(gw_server_t *srv, const gw_app_t *app)
+{
+    srv->app = app;
+}
+
 void gw__server_session_gone(gw_server_t *srv)
 {
     srv->nsessions--;
@@ -122,6 +127,7 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     srv->loop = loop;
     srv->cfg = cfg;
     srv->node = chat_cstr(cfg->node_id);
+    srv->app = &gw__chat_app;
     chat_list_init(&srv->flush_list);
     chat_list_init(&srv->session_list);
     chat_map_init(&srv->sessions);

@@ -148,13 +148,8 @@ static void on_ws_send(void *ctx, const char *p, size_t n)
 static void on_ws_message(void *ctx, int binary, const char *p, size_t n)
 {
     gw_session_t *s = ctx;
-    if (s->state != GW_S_OPEN)
-        return;
-    if (binary) {
-        gw__session_close(s, GW_CLOSE_UNSUPPORTED, "binary frames are not supported");
-        return;
-    }
-    gw__dispatch(s, p, n);
+    if (s->state == GW_S_OPEN)
+        s->srv->app->on_message(s, binary, p, n);
 }
 
 static void ws_input(gw_session_t *s, const char *p, size_t n)
@@ -246,12 +241,7 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     resolve_remote(s);
     chat_log(CHAT_LOG_INFO, "session", "conn %s open user=%s remote=%s path=%.*s", s->conn_name,
              s->user, s->remote, (int)s->req->path.len, s->req->path.p);
-    chat_buf_reset(&srv->json);
-    chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), srv->node,
-                           chat_str(s->conn_name, s->conn_name_len));
-    gw__session_send_json(s);
-    if (u->route == GW_ROUTE_CHAT)
-        gw__dispatch_join(s, u->room, CHAT_STR_NULL);
+    srv->app->on_open(s, u);
 }
 
 static void handshake_input(gw_session_t *s, const char *p, size_t n)
