@@ -4,13 +4,14 @@
 # its last line. Exit status 0 only when nothing failed and nothing was skipped.
 #   suites: unit (cmocka), integration (pytest + python3-websockets against the binary),
 #           browser (headless Chromium + playwright-core, normal build only)
+#           autobahn (the Autobahn WebSocket suite against an echo app on our WebSocket layer),
 #           deploy (nginx -t, docker-compose config, Dockerfile lint, kustomize build)
 # CHAT_SKIP_APT=1 skips apt-get; CHAT_SUITES="unit integration" runs a subset.
 set -uo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash deploy/local/deps.sh test || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
-suites=${CHAT_SUITES:-unit integration browser deploy}
+suites=${CHAT_SUITES:-unit integration autobahn browser deploy}
 results=$(mktemp -d /tmp/chat-tests.XXXXXX)
 failed_build=0
 
@@ -36,6 +37,11 @@ for variant in build build-asan; do
     CHAT_GATEWAY_BIN="$root/$variant/gateway/chat-gateway" CHAT_TEST_ASAN=$asan \
       timeout 1200 /usr/bin/pytest -q -p no:cacheprovider tests/integration \
       --junitxml="$results/integration-$variant.xml" 2>&1 | tail -30
+  fi
+  if [[ " $suites " == *" autobahn "* ]]; then
+    echo "== autobahn ($variant)"
+    bash tests/autobahn/run.sh "$variant" "$results/autobahn-$variant.result" 2>&1 | tail -15
+    sed -i "s/^autobahn:/autobahn ($variant):/" "$results/autobahn-$variant.result"
   fi
 done
 if [[ " $suites " == *" browser "* ]]; then

@@ -11,7 +11,8 @@ what=${1:-build}
 build_pkgs=(build-essential meson ninja-build pkg-config python3 libuv1-dev libwslay-dev
             libhiredis-dev libcjson-dev libssl-dev)
 test_pkgs=(libcmocka-dev redis-server nginx python3-websockets python3-pytest python3-jwt
-           chromium clang curl procps iproute2 docker-compose)
+           chromium clang curl procps iproute2 docker-compose
+           python3-twisted python3-autobahn python3-txaio)
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 export DEBIAN_FRONTEND=noninteractive
