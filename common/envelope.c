@@ -68,11 +68,47 @@ static int is_json_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* Refuses, before any tree is built, JSON nested deeper than CHAT_ENV_MAX_DEPTH (the top-level
+ * object is level 1) or an object with more than CHAT_ENV_MAX_KEYS keys: one pass over the
+ * bytes, strings skipped. Malformed JSON is left to the parser. */
+static int check_shape(const char *p, size_t n, chat_env_in_t *out)
+{
+    unsigned depth = 0, keys[CHAT_ENV_MAX_DEPTH + 1];
+    unsigned char is_obj[CHAT_ENV_MAX_DEPTH + 1];
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+            continue;
+        }
+        if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > CHAT_ENV_MAX_DEPTH)
+                return fail(out, CHAT_EBADREQ, "message nested deeper than 16 levels");
+            keys[depth] = 0;
+            is_obj[depth] = c == '{';
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        } else if (c == ':' && depth > 0 && is_obj[depth] &&
+                   ++keys[depth] > CHAT_ENV_MAX_KEYS) {
+            return fail(out, CHAT_EBADREQ, "an object with more than 64 keys");
+        }
+    }
+    return 0;
+}
+
 /* Parses p[0..n) into one JSON object. cJSON accepts trailing bytes after the value, so we
  * check that only whitespace follows. On failure the tree (if any) is freed here. */
 static int parse_object(const char *p, size_t n, chat_env_in_t *out, cJSON **doc)
 {
     const char *end = NULL;
+    if (p != NULL && check_shape(p, n, out) != 0)
+        return CHAT_EBADREQ;
     cJSON *root = p != NULL && n > 0 ? cJSON_ParseWithLengthOpts(p, n, &end, 0) : NULL;
 
     if (root == NULL)
@@ -343,6 +379,19 @@ void chat_env_build_error(chat_buf_t *out, const char *code, const char *message
     if (room.p != NULL) {
         PUT_LIT(out, ",\"room\":");
         put_str(out, room);
+    }
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_rate_limited(chat_buf_t *out, uint64_t retry_after_ms, chat_str_t cid)
+{
+    PUT_LIT(out, "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":"
+                 "\"too many messages: wait retry_after_ms before sending again\","
+                 "\"retry_after_ms\":");
+    put_int(out, (int64_t)retry_after_ms);
+    if (cid.p != NULL) {
+        PUT_LIT(out, ",\"cid\":");
+        put_str(out, cid);
     }
     PUT_LIT(out, "}");
 }

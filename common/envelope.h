@@ -14,6 +14,10 @@ struct cJSON;
 
 /* The longest `cid` a client may send; longer is CHAT_EBADREQ. */
 #define CHAT_ENV_MAX_CID 128
+/* Deepest nesting (the top-level object is level 1) and most keys in one object; beyond either,
+ * chat_env_parse() answers CHAT_EBADREQ without building a tree. */
+#define CHAT_ENV_MAX_DEPTH 16
+#define CHAT_ENV_MAX_KEYS  64
 
 typedef enum chat_env_type {
     CHAT_ENV_JOIN = 1,
@@ -37,7 +41,9 @@ typedef struct chat_env_in {
  * text and cid are ignored (a client-sent `user`, `id`, `ts` never matter).
  * Returns 0, or:
  *   CHAT_EBADJSON       not valid JSON, or valid JSON that is not an object;
- *   CHAT_EBADREQ        `type` missing or not a string; a known field of the wrong type (e.g. a
+ *   CHAT_EBADREQ        deeper than CHAT_ENV_MAX_DEPTH or an object with more than
+ *                       CHAT_ENV_MAX_KEYS keys (no tree, no cid);
+ *                       `type` missing or not a string; a known field of the wrong type (e.g. a
  *                       numeric room); a required field missing; a cid longer than
  *                       CHAT_ENV_MAX_CID;
  *   CHAT_EUNKNOWN_TYPE  `type` is a string we do not know.
@@ -71,6 +77,8 @@ void chat_env_build_system(chat_buf_t *out, chat_str_t room, const char *event, 
 /* {"type":"error","code":..,"message":..[,"cid":..][,"room":..]}; cid and room optional */
 void chat_env_build_error(chat_buf_t *out, const char *code, const char *message, chat_str_t cid,
                           chat_str_t room);
+/* {"type":"error","code":"rate_limited","message":..,"retry_after_ms":N[,"cid":..]} */
+void chat_env_build_rate_limited(chat_buf_t *out, uint64_t retry_after_ms, chat_str_t cid);
 /* The body of an HTTP refusal: {"error":"<code>","message":"..."} */
 void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *message);
 

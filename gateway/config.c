@@ -29,6 +29,7 @@ typedef enum opt_kind {
     OPT_REDIS_URL,
     OPT_PREFIX,
     OPT_CIDRS,
+    OPT_ORIGINS,
 } opt_kind_t;
 
 typedef struct opt {
@@ -56,6 +57,47 @@ static const opt_t options[] = {
      FIELD(max_text_bytes), 1, 1048576},
     {"room-events", OPT_BOOL, "true", "BOOL",
      "send system join/leave notices to the other members of a room", FIELD(room_events), 0, 0},
+    {"max-message-bytes", OPT_UINT, "65536", "N",
+     "largest WebSocket message (fragments included); larger closes with 1009",
+     FIELD(max_message_bytes), 125, 268435456},
+    {"max-header-bytes", OPT_UINT, "8192", "N",
+     "largest HTTP request head; larger gets 431", FIELD(max_header_bytes), 1024, 1048576},
+    {"handshake-timeout", OPT_DURATION, "10s", "DURATION",
+     "time to complete the upgrade request; slower clients get 408 and are disconnected",
+     FIELD(handshake_timeout_ms), 100, 600000},
+    {"allowed-origins", OPT_ORIGINS, "", "ORIGINS",
+     "comma list of origins (https://chat.example.com) or https://*.example.com patterns "
+     "allowed to open WebSockets from a browser (403 otherwise); empty: any",
+     FIELD(allowed_origins), 0, 0},
+    {"max-connections", OPT_UINT, "0", "N",
+     "open WebSockets on this node; beyond, new upgrades get 503 with Retry-After; 0: unlimited",
+     FIELD(max_connections), 0, 100000000},
+    {"ping-interval", OPT_DURATION, "25s", "DURATION",
+     "send a WebSocket ping after this long without hearing from the client",
+     FIELD(ping_interval_ms), 100, 3600000},
+    {"pong-timeout", OPT_DURATION, "10s", "DURATION",
+     "close (4000) when nothing arrives this long after a ping; shorter than --ping-interval",
+     FIELD(pong_timeout_ms), 50, 3600000},
+    {"idle-timeout", OPT_DURATION, "0", "DURATION",
+     "close (4001) a connection that sent no application message for this long; 0: off",
+     FIELD(idle_timeout_ms), 0, 604800000},
+    {"rate-limit", OPT_UINT, "20", "N",
+     "messages per second per connection (typing and join have their own buckets); 0: off",
+     FIELD(rate_limit), 0, 1000000},
+    {"rate-burst", OPT_UINT, "40", "N", "burst of the per-connection message bucket",
+     FIELD(rate_burst), 1, 1000000},
+    {"user-rate-limit", OPT_UINT, "50", "N",
+     "messages per second across all connections of one user on this node; 0: off",
+     FIELD(user_rate_limit), 0, 1000000},
+    {"user-rate-burst", OPT_UINT, "100", "N", "burst of the per-user message bucket",
+     FIELD(user_rate_burst), 1, 1000000},
+    {"send-queue-bytes", OPT_UINT, "1048576", "N",
+     "bytes waiting to be written to one connection; a chat beyond closes it (4002), typing and "
+     "system messages beyond are dropped",
+     FIELD(send_queue_bytes), 4096, 1073741824},
+    {"write-timeout", OPT_DURATION, "30s", "DURATION",
+     "close (4003) a connection whose writes make no progress for this long",
+     FIELD(write_timeout_ms), 100, 3600000},
     {"redis-url", OPT_REDIS_URL, "", "URL",
      "Redis for multi-node fan-out: redis://[[user]:password@]host[:port][/db], "
      "unix:///path[?db=N] or host:port; empty: the in-memory broker (one node)",
@@ -236,6 +278,45 @@ static int parse_cidrs(gw_config_t *cfg, const char *s)
     return 0;
 }
 
+/* One origin pattern: scheme "://" [ "*." ] host [ ":" port ], no path. */
+static int origin_entry_valid(const char *p, size_t n)
+{
+    const char *sep = n >= 3 ? strstr(p, "://") : NULL;
+    if (sep == NULL || sep == p || (size_t)(sep - p) + 3 >= n)
+        return 0;
+    for (const char *c = p; c < sep; c++)
+        if (!isalpha((unsigned char)*c))
+            return 0;
+    const char *h = sep + 3, *end = p + n;
+    if (end - h > 2 && h[0] == '*' && h[1] == '.')
+        h += 2;
+    if (h >= end)
+        return 0;
+    for (const char *c = h; c < end; c++)
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-' && *c != ':' && *c != '[' &&
+            *c != ']')
+            return 0;
+    return 1;
+}
+
+static int origins_valid(const char *s)
+{
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        if (!origin_entry_valid(p, (size_t)(e - p)))
+            return 0;
+        p = e;
+    }
+    return 1;
+}
+
 static int prefix_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -296,6 +377,9 @@ static const char *expectation(const opt_t *o, char *buf, size_t cap)
     case OPT_CIDRS:
         snprintf(buf, cap, "a comma list of at most 32 CIDRs such as 10.0.0.0/8 or ::1/128");
         break;
+    case OPT_ORIGINS:
+        snprintf(buf, cap, "a comma list of scheme://host[:port] origins, host may start with *.");
+        break;
     }
     return buf;
 }
@@ -344,6 +428,10 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *text)
         break;
     case OPT_CIDRS:
         if (parse_cidrs(cfg, text) != 0)
+            return CHAT_EINVAL;
+        break;
+    case OPT_ORIGINS:
+        if (!origins_valid(text))
             return CHAT_EINVAL;
         break;
     case OPT_STR:
@@ -409,7 +497,6 @@ static int load_defaults(gw_config_t *cfg, FILE *err)
         if (apply(cfg, o, def, "the default", err) != 0)
             return CHAT_EINVAL;
     }
-    cfg->max_message_bytes = 65536;
     return 0;
 }
 
@@ -471,7 +558,17 @@ gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char 
     memset(cfg, 0, sizeof(*cfg));
     if (load_defaults(cfg, err) != 0 || load_env(cfg, envp, err) != 0)
         return GW_CONFIG_EXIT_BAD;
-    return load_args(cfg, argc, argv, out, err);
+    gw_config_result_t r = load_args(cfg, argc, argv, out, err);
+    if (r == GW_CONFIG_OK && cfg->pong_timeout_ms >= cfg->ping_interval_ms) {
+        char a[24], b[24];
+        fprintf(err,
+                "chat-gateway: --pong-timeout (CHAT_PONG_TIMEOUT, %s) must be shorter than "
+                "--ping-interval (CHAT_PING_INTERVAL, %s)\n",
+                format_ms(cfg->pong_timeout_ms, a, sizeof(a)),
+                format_ms(cfg->ping_interval_ms, b, sizeof(b)));
+        return GW_CONFIG_EXIT_BAD;
+    }
+    return r;
 }
 
 void gw_config_dispose(gw_config_t *cfg)
@@ -512,6 +609,52 @@ int gw_config_trusted_proxy(const gw_config_t *cfg, const struct sockaddr *addr)
         if ((c->family == AF_INET && a4 && in_range(c, a4)) ||
             (c->family == AF_INET6 && a6 && in_range(c, a6)))
             return 1;
+    }
+    return 0;
+}
+
+/* origin (from the request) against one configured entry */
+static int origin_matches(const char *pat, size_t pn, const char *o, size_t on)
+{
+    const char *ps = strstr(pat, "://");
+    const char *os = on >= 3 ? memmem(o, on, "://", 3) : NULL;
+    if (ps == NULL || os == NULL)
+        return 0;
+    size_t pscheme = (size_t)(ps - pat), oscheme = (size_t)(os - o);
+    if (pscheme != oscheme || strncasecmp(pat, o, pscheme) != 0)
+        return 0;
+    const char *ph = ps + 3, *oh = os + 3;
+    size_t phl = pn - (size_t)(ph - pat), ohl = on - (size_t)(oh - o);
+    if (phl >= 2 && ph[0] == '*' && ph[1] == '.') {
+        size_t suffix = phl - 1; /* ".example.com[:port]" */
+        return ohl > suffix && strncasecmp(oh + ohl - suffix, ph + 1, suffix) == 0 &&
+               memchr(oh, ':', ohl - suffix) == NULL && oh[0] != '.';
+    }
+    return phl == ohl && strncasecmp(ph, oh, phl) == 0;
+}
+
+int gw_config_origin_allowed(const gw_config_t *cfg, const char *origin, size_t len)
+{
+    const char *p = cfg->allowed_origins;
+    if (p == NULL || *p == '\0')
+        return 1;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        char pat[512];
+        size_t n = (size_t)(e - p);
+        if (n < sizeof(pat)) {
+            memcpy(pat, p, n);
+            pat[n] = '\0';
+            if (origin_matches(pat, n, origin, len))
+                return 1;
+        }
+        p = e;
     }
     return 0;
 }

@@ -18,7 +18,19 @@ typedef struct gw_config {
     uint64_t max_rooms_per_conn;
     uint64_t max_text_bytes;
     int room_events;            /* send system join/leave notices */
-    uint64_t max_message_bytes; /* largest WebSocket message accepted */
+    /* connection safety (docs/limits.md) */
+    uint64_t max_message_bytes;  /* largest WebSocket message accepted (1009 beyond) */
+    uint64_t max_header_bytes;   /* largest HTTP request head (431 beyond) */
+    uint64_t handshake_timeout_ms;
+    char *allowed_origins;       /* comma list; empty = any */
+    uint64_t max_connections;    /* open WebSockets; 0 = unlimited */
+    uint64_t ping_interval_ms;
+    uint64_t pong_timeout_ms;
+    uint64_t idle_timeout_ms;    /* 0 = off */
+    uint64_t rate_limit, rate_burst;           /* per connection; 0 = off */
+    uint64_t user_rate_limit, user_rate_burst; /* per user on this node; 0 = off */
+    uint64_t send_queue_bytes;
+    uint64_t write_timeout_ms;
     char *redis_url;            /* empty: the in-memory broker */
     char *redis_prefix;         /* channel prefix */
     uint64_t redis_timeout_ms;
@@ -44,6 +56,11 @@ typedef enum gw_config_result {
 gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char **envp, FILE *out,
                                   FILE *err);
 void gw_config_dispose(gw_config_t *cfg);
+
+/* 1 when `origin` (the Origin header's value) may open a WebSocket: no --allowed-origins, or an
+ * entry equals it (scheme and host case-insensitive, port exact), or an entry whose host starts
+ * with "*." matches it as a subdomain at any depth (not the domain itself), same scheme and port. */
+int gw_config_origin_allowed(const gw_config_t *cfg, const char *origin, size_t len);
 
 /* 1 when addr (AF_INET or AF_INET6) is inside one of cfg's trusted proxy ranges. An IPv4-mapped
  * IPv6 address matches IPv4 ranges. */

@@ -88,6 +88,27 @@ static void schedule_flush(gw_conn_t *c)
         chat_list_insert_tail(c->flush_list, &c->flush_link);
 }
 
+static void update_reading(gw_conn_t *c)
+{
+    int want = !c->closed && !c->ended &&
+               (c->pause_above == 0 || c->queued_bytes <= c->pause_above || c->graceful);
+    if (want && c->paused) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
+            c->paused = 0;
+            c->reading = 1;
+        }
+    } else if (!want && c->reading && !c->paused) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->paused = 1;
+        c->reading = 0;
+    }
+}
+
+void gw_conn_set_pause_above(gw_conn_t *c, size_t bytes)
+{
+    c->pause_above = bytes;
+}
+
 void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame)
 {
     if (c->closed || c->shut || c->ended)
@@ -95,6 +116,8 @@ void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame)
     ring_push(c, chat_rcbuf_ref(frame));
     c->queued_bytes += frame->len;
     schedule_flush(c);
+    if (c->pause_above && c->queued_bytes > c->pause_above && !c->paused)
+        update_reading(c);
 }
 
 void gw_conn_send_copy(gw_conn_t *c, const void *p, size_t n)
@@ -125,6 +148,11 @@ static void drop_ring(gw_conn_t *c)
     c->ring_cap = c->ring_head = 0;
 }
 
+void gw_conn_discard_queued(gw_conn_t *c)
+{
+    drop_ring(c);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     /* Nothing to do: on_end arrives with the peer's EOF (or the owner's timer fires). */
@@ -150,6 +178,8 @@ static void on_write_done(uv_write_t *req, int status)
         end(c, status);
         return;
     }
+    if (c->paused)
+        update_reading(c);
     if (c->ring_count)
         conn_flush(c);
     else
@@ -173,12 +203,16 @@ static void conn_flush(gw_conn_t *c)
     }
     c->ninflight = n;
     c->writing = 1;
+    c->write_started_ms = uv_now(c->tcp.loop);
     int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_write_done);
     if (rc != 0) { /* the callback will not run (libuv rule) */
         c->writing = 0;
         release_inflight(c);
         end(c, rc);
+        return;
     }
+    if (c->h->on_write_start)
+        c->h->on_write_start(c->h->ctx);
 }
 
 void gw_conn_flush_all(chat_list_t *flush_list)
@@ -195,6 +229,7 @@ void gw_conn_close_gracefully(gw_conn_t *c)
     if (c->graceful || c->closed)
         return;
     c->graceful = 1;
+    update_reading(c); /* read again (and discard) to see the peer's EOF */
     schedule_flush(c); /* shutdown happens once the queue is written */
 }
 

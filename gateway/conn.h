@@ -28,6 +28,9 @@ typedef struct gw_conn_handlers {
     /* The peer closed its side (err == UV_EOF), or the socket failed (other err); also called
      * after a graceful close saw EOF. The owner tears down; no more on_data. */
     void (*on_end)(void *ctx, int err);
+    /* A write was issued while none was in flight (c->write_started_ms is its start). Optional:
+     * the owner arms its write timeout. */
+    void (*on_write_start)(void *ctx);
     void *ctx;
 } gw_conn_handlers_t;
 
@@ -45,7 +48,9 @@ struct gw_conn {
     chat_rcbuf_t *inflight[GW_CONN_MAX_IOV];
     unsigned ninflight;
     size_t queued_bytes; /* ring + in flight, counted per connection */
-    unsigned writing : 1, reading : 1, graceful : 1, shut : 1, ended : 1, closed : 1;
+    size_t pause_above;  /* stop reading while queued_bytes exceeds this (0: never) */
+    uint64_t write_started_ms;
+    unsigned writing : 1, reading : 1, paused : 1, graceful : 1, shut : 1, ended : 1, closed : 1;
 };
 
 /* Initialises c around an uninitialised tcp handle (uv_tcp_init is done here). */
@@ -53,6 +58,11 @@ int gw_conn_init(gw_conn_t *c, uv_loop_t *loop, chat_list_t *flush_list, uv_buf_
                  const gw_conn_handlers_t *h);
 /* Starts reading (after uv_accept). */
 int gw_conn_start(gw_conn_t *c);
+/* Stops reading while more than `bytes` are queued (backpressure: a client that floods without
+ * reading cannot make us buffer its input either); 0 disables. */
+void gw_conn_set_pause_above(gw_conn_t *c, size_t bytes);
+/* Drops the frames not yet handed to the socket (the write in flight completes). */
+void gw_conn_discard_queued(gw_conn_t *c);
 /* Queues a frame: takes its own reference. Ignored after close or abort. */
 void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame);
 /* Same for bytes that are not shared (copies them). */

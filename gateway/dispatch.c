@@ -161,6 +161,15 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
     }
     struct cJSON *doc = NULL;
     int rc = chat_env_parse(p, n, &in, &doc);
+    /* Typing and join have buckets of their own; every other message, errors included, takes a
+     * token from the connection's and the user's message buckets. */
+    gw_bucket_kind_t bucket = rc == 0 && in.type == CHAT_ENV_TYPING ? GW_BUCKET_TYPING
+                              : rc == 0 && in.type == CHAT_ENV_JOIN ? GW_BUCKET_JOIN
+                                                                    : GW_BUCKET_MESSAGE;
+    if (!gw__session_admit(s, bucket, rc == CHAT_EBADJSON ? CHAT_STR_NULL : in.cid)) {
+        chat_env_free(doc);
+        return;
+    }
     if (rc == CHAT_EBADJSON) {
         reply_error(s, "bad_json", "a message must be one JSON object", CHAT_STR_NULL,
                     CHAT_STR_NULL);

@@ -430,6 +430,8 @@ static const char *reason_phrase(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 426:
         return "Upgrade Required";
     case 431:
@@ -456,6 +458,7 @@ void gw_http_build_refusal(chat_buf_t *out, int status, const char *error, const
                      status, reason_phrase(status), body.len,
                      status == 426   ? "Sec-WebSocket-Version: " WS_VERSION "\r\n"
                      : status == 405 ? "Allow: GET\r\n"
+                     : status == 503 ? "Retry-After: " GW_HTTP_RETRY_AFTER_S "\r\n"
                                      : "");
     chat_buf_append(out, body.p, body.len);
     chat_buf_free(&body);

@@ -92,9 +92,12 @@ void gw_ws_accept_key(chat_str_t key, char out[29]);
 /* Appends "HTTP/1.1 101 Switching Protocols" with Upgrade, Connection, Sec-WebSocket-Accept and,
  * when offered, "Sec-WebSocket-Protocol: chat.v1". */
 void gw_http_build_101(chat_buf_t *out, const gw_upgrade_t *u);
+/* Seconds a 503 asks the client to wait (Retry-After). */
+#define GW_HTTP_RETRY_AFTER_S "5"
+
 /* Appends a refusal: status line, Content-Type: application/json, Content-Length,
  * Connection: close, the body {"error":..,"message":..} (built by chat_env_build_refusal);
- * 426 adds "Sec-WebSocket-Version: 13", 405 adds "Allow: GET". */
+ * 426 adds "Sec-WebSocket-Version: 13", 405 adds "Allow: GET", 503 adds "Retry-After". */
 void gw_http_build_refusal(chat_buf_t *out, int status, const char *error, const char *message);
 /* Appends a complete 200 response with the given content type and body and Connection: close. */
 void gw_http_build_ok(chat_buf_t *out, const char *content_type, chat_str_t body);

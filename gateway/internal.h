@@ -14,14 +14,61 @@
 #include "list.h"
 #include "map.h"
 #include "names.h"
+#include "ratelimit.h"
 #include "wire.h"
 #include "ws.h"
 
-#define GW_READ_BUF_BYTES     65536
-#define GW_CLOSE_LINGER_MS    5000 /* after our close frame, the TCP connection is dropped by then */
-#define GW_STOP_LINGER_MS     2000 /* the same while the server stops */
-#define GW_HANDSHAKE_TIMEOUT_MS 10000
-#define GW_ID_MAX             96 /* user and connection ids: "guest-" + node id + number */
+#define GW_READ_BUF_BYTES  65536
+#define GW_CLOSE_LINGER_MS 5000 /* after our close frame, the TCP connection is dropped by then */
+#define GW_STOP_LINGER_MS  2000 /* the same while the server stops */
+#define GW_ID_MAX          96   /* user and connection ids: "guest-" + node id + number */
+
+/* Close codes of our own (docs/protocol.md): 4000-4499 = reconnect with backoff. */
+enum gw_app_close_code {
+    GW_CLOSE_PING_TIMEOUT = 4000,
+    GW_CLOSE_IDLE_TIMEOUT = 4001,
+    GW_CLOSE_SLOW_CONSUMER = 4002,
+    GW_CLOSE_WRITE_TIMEOUT = 4003,
+};
+
+/* Fixed buckets (docs/limits.md): typing and join have their own, per connection. */
+#define GW_TYPING_RATE   2
+#define GW_TYPING_BURST  4
+#define GW_JOIN_RATE     10
+/* A reconnecting client may rejoin every room at once, and then some: twice the room limit. */
+#define GW_JOIN_BURST(max_rooms) ((max_rooms) * 2 > 20 ? (max_rooms) * 2 : 20)
+#define GW_FLOOD_WINDOW_MS 10000 /* more refusals than 10x what the bucket allows in it: 1008 */
+#define GW_FLOOD_FACTOR    10
+
+typedef enum gw_bucket_kind {
+    GW_BUCKET_MESSAGE = 0, /* per connection */
+    GW_BUCKET_USER,        /* per user on this node */
+    GW_BUCKET_TYPING,
+    GW_BUCKET_JOIN,
+    GW_BUCKET_N,
+} gw_bucket_kind_t;
+
+/* How a frame for a session may be treated when its send queue is full. */
+typedef enum gw_out_kind {
+    GW_OUT_MUST = 0,    /* chat, replies: never dropped; a full queue closes the connection */
+    GW_OUT_DROPPABLE,   /* typing and system notices: dropped (and counted) when full */
+} gw_out_kind_t;
+
+/* Counters of one node; the metrics endpoint reads them. */
+typedef struct gw_stats {
+    uint64_t dropped_queue_full;         /* typing/system frames dropped for a full send queue */
+    uint64_t rate_limited[GW_BUCKET_N];  /* refusals by bucket */
+    uint64_t closed_by_code[5000];       /* close frames we sent, by code (< 5000) */
+    uint64_t handshake_rejected[600];    /* HTTP refusals by status */
+} gw_stats_t;
+
+/* One user's state shared by all its connections on this node. */
+typedef struct gw_user {
+    size_t refs;
+    gw_bucket_t bucket;
+    size_t id_len;
+    char id[];
+} gw_user_t;
 
 typedef struct gw_server gw_server_t;
 typedef struct gw_session gw_session_t;
@@ -66,13 +113,20 @@ struct gw_session {
     gw_conn_t conn;
     gw_conn_handlers_t conn_h;
     gw_ws_handlers_t ws_h;
-    uv_timer_t timer; /* handshake timeout, then close linger */
+    uv_timer_t timer; /* handshake timeout; then heartbeat/idle/write deadlines; then linger */
     int pending_closes;
     gw_http_req_t *req; /* during the handshake only */
     gw_ws_t *ws;        /* once open */
     chat_list_t rooms;  /* gw_member_t.session_link */
     unsigned nrooms;
     chat_list_t pending_pubs; /* gw_pending_pub_t, in publish order */
+    gw_user_t *u;             /* shared per-user state (reference held while open) */
+    gw_bucket_t buckets[GW_BUCKET_N]; /* GW_BUCKET_USER unused here: see u->bucket */
+    uint64_t refuse_window_ms;        /* start of the flood window */
+    uint64_t refusals;                /* rate-limit refusals in that window */
+    uint64_t last_rx_ms;  /* uv_now() of the last bytes from the client */
+    uint64_t last_app_ms; /* of the last application message */
+    uint64_t ping_sent_ms; /* of our outstanding ping; 0: none */
     chat_list_t link;         /* srv->session_list */
     size_t user_len, conn_name_len;
     char remote[64]; /* client address: the peer, or from X-Forwarded-For via a trusted proxy */
@@ -92,6 +146,9 @@ struct gw_server {
     chat_list_t session_list; /* every session, for shutdown */
     size_t nsessions;
     chat_map_t rooms; /* name -> gw_room_t (rooms with local members) */
+    chat_map_t users; /* user id -> gw_user_t (users with open connections) */
+    size_t nopen;     /* sessions in GW_S_OPEN */
+    gw_stats_t stats;
     broker_t *broker;
     uint64_t next_session_id, next_msg_seq;
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
@@ -106,10 +163,14 @@ struct gw_server {
 void gw__session_accept(gw_server_t *srv);
 /* Closes an open session with a WebSocket close frame (code, reason); other states tear down. */
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason);
-/* Queues a frame to an open session (takes its own reference). */
-void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame);
-/* Encodes srv->json as one text frame and queues it to s. */
+/* Queues a frame to an open session (takes its own reference), within --send-queue-bytes: over
+ * it, a droppable frame is dropped and counted, any other closes the session (4002). */
+void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind);
+/* Encodes srv->json as one text frame and queues it to s (GW_OUT_MUST). */
 void gw__session_send_json(gw_session_t *s);
+/* Rate limiting: 1 when the message may proceed (a token was taken from each bucket that applies),
+ * else 0 after answering `rate_limited` (or closing with 1008 on a flood). */
+int gw__session_admit(gw_session_t *s, gw_bucket_kind_t kind, chat_str_t cid);
 gw_session_t *gw__session_find(gw_server_t *srv, uint64_t id);
 /* After a chat publish that succeeded: remembers what to answer when the broker completes it
  * (an ack when cid.p != NULL, an `unavailable` error on failure). Completions arrive in order. */
@@ -117,6 +178,14 @@ void gw__session_expect_published(gw_session_t *s, chat_str_t room, chat_str_t c
                                   chat_str_t id);
 /* The broker's verdict on the oldest pending publication of s. */
 void gw__session_on_published(gw_session_t *s, int status);
+
+/* safety.c */
+/* Arms heartbeats, idle and write timeouts, and the backpressure threshold of an opened session. */
+void gw__safety_start(gw_session_t *s);
+void gw__safety_on_write_start(gw_session_t *s);
+/* Takes / drops s's reference to its user's shared state (per-user rate limit). */
+void gw__user_acquire(gw_session_t *s);
+void gw__user_release(gw_session_t *s);
 
 /* dispatch.c (gw__chat_app) */
 /* Joins s to room (valid name) and answers `joined`; errors become error envelopes. */

@@ -75,6 +75,7 @@ void gw__room_deliver(gw_server_t *srv, chat_str_t topic, chat_str_t data)
                  data.len);
         return;
     }
+    gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
     uint64_t skip = h.exclude_origin && chat_str_eq(h.origin_node, srv->node) ? h.origin_conn : 0;
     chat_rcbuf_t *frame = gw_ws_encode(0, json.p, json.len); /* once for every member */
     chat_list_t *pos, *tmp;
@@ -82,7 +83,7 @@ void gw__room_deliver(gw_server_t *srv, chat_str_t topic, chat_str_t data)
     {
         gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
         if (m->session->id != skip)
-            gw__session_send(m->session, frame);
+            gw__session_send(m->session, frame, kind);
     }
     chat_rcbuf_release(frame);
 }

@@ -81,6 +81,7 @@ static void free_server(gw_server_t *srv)
     void *ctx = srv->on_stopped_ctx;
     chat_map_dispose(&srv->sessions);
     chat_map_dispose(&srv->rooms);
+    chat_map_dispose(&srv->users);
     chat_buf_free(&srv->json);
     chat_buf_free(&srv->wire);
     free(srv->readbuf.base);
@@ -132,6 +133,7 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     chat_list_init(&srv->session_list);
     chat_map_init(&srv->sessions);
     chat_map_init(&srv->rooms);
+    chat_map_init(&srv->users);
     srv->readbuf = uv_buf_init(chat_xmalloc(GW_READ_BUF_BYTES), GW_READ_BUF_BYTES);
     base36((uint64_t)chat_wall_ms(), srv->boot36, sizeof(srv->boot36));
     broker_handlers_t bh = {

@@ -40,6 +40,10 @@ static void set_state(gw_session_t *s, gw_session_state_t to)
 {
     if (to <= s->state)
         abort(); /* states only move forward */
+    if (to == GW_S_OPEN)
+        s->srv->nopen++;
+    else if (s->state == GW_S_OPEN)
+        s->srv->nopen--;
     s->state = to;
 }
 
@@ -73,6 +77,7 @@ static void detach(gw_session_t *s)
 {
     gw__dispatch_leave_all(s);
     drop_pending_pubs(s);
+    gw__user_release(s);
     if (chat_list_is_linked(&s->link)) {
         chat_map_del(&s->srv->sessions, id_key(&s->id));
         chat_list_unlink(&s->link);
@@ -83,9 +88,14 @@ static void teardown(gw_session_t *s)
 {
     if (s->state == GW_S_CLOSED)
         return;
-    if (s->ws != NULL)
-        chat_log(CHAT_LOG_INFO, "session", "conn %s closed user=%s remote=%s peer_code=%u",
-                 s->conn_name, s->user, s->remote, (unsigned)gw_ws_peer_close_code(s->ws));
+    if (s->ws != NULL) {
+        uint16_t sent = gw_ws_sent_close_code(s->ws);
+        if (sent < sizeof(s->srv->stats.closed_by_code) / sizeof(uint64_t))
+            s->srv->stats.closed_by_code[sent]++;
+        chat_log(CHAT_LOG_INFO, "session", "conn %s closed user=%s remote=%s code=%u peer_code=%u",
+                 s->conn_name, s->user, s->remote, (unsigned)sent,
+                 (unsigned)gw_ws_peer_close_code(s->ws));
+    }
     detach(s);
     set_state(s, GW_S_CLOSED);
     s->pending_closes = 2;
@@ -94,12 +104,9 @@ static void teardown(gw_session_t *s)
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
 }
 
-static void on_timer(uv_timer_t *t)
+static void on_linger_timeout(uv_timer_t *t)
 {
-    gw_session_t *s = t->data;
-    if (s->state == GW_S_HANDSHAKE)
-        chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": handshake timeout", s->id);
-    teardown(s);
+    teardown(t->data);
 }
 
 /* Writes what is queued, then waits (bounded) for the peer to close. */
@@ -110,8 +117,8 @@ static void finish(gw_session_t *s)
     detach(s);
     set_state(s, GW_S_CLOSING);
     gw_conn_close_gracefully(&s->conn);
-    uv_timer_start(&s->timer, on_timer, s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS,
-                   0);
+    uv_timer_start(&s->timer, on_linger_timeout,
+                   s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS, 0);
 }
 
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason)
@@ -124,16 +131,10 @@ void gw__session_close(gw_session_t *s, uint16_t code, const char *reason)
     }
 }
 
-void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame)
-{
-    if (s->state == GW_S_OPEN)
-        gw_conn_send(&s->conn, frame);
-}
-
 void gw__session_send_json(gw_session_t *s)
 {
     chat_rcbuf_t *f = gw_ws_encode(0, s->srv->json.p, s->srv->json.len);
-    gw__session_send(s, f);
+    gw__session_send(s, f, GW_OUT_MUST);
     chat_rcbuf_release(f);
 }
 
@@ -148,8 +149,10 @@ static void on_ws_send(void *ctx, const char *p, size_t n)
 static void on_ws_message(void *ctx, int binary, const char *p, size_t n)
 {
     gw_session_t *s = ctx;
-    if (s->state == GW_S_OPEN)
-        s->srv->app->on_message(s, binary, p, n);
+    if (s->state != GW_S_OPEN)
+        return;
+    s->last_app_ms = uv_now(s->srv->loop);
+    s->srv->app->on_message(s, binary, p, n);
 }
 
 static void ws_input(gw_session_t *s, const char *p, size_t n)
@@ -218,6 +221,8 @@ static void resolve_remote(gw_session_t *s)
 static void refuse(gw_session_t *s, int status, const char *error, const char *message)
 {
     chat_buf_t out = CHAT_BUF_INIT;
+    if (status > 0 && status < 600)
+        s->srv->stats.handshake_rejected[status]++;
     gw_http_build_refusal(&out, status, error, message);
     gw_conn_send_copy(&s->conn, out.p, out.len);
     chat_buf_free(&out);
@@ -238,6 +243,8 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     chat_buf_free(&out);
     uv_timer_stop(&s->timer);
     set_state(s, GW_S_OPEN);
+    gw__user_acquire(s);
+    gw__safety_start(s);
     resolve_remote(s);
     chat_log(CHAT_LOG_INFO, "session", "conn %s open user=%s remote=%s path=%.*s", s->conn_name,
              s->user, s->remote, (int)s->req->path.len, s->req->path.p);
@@ -279,6 +286,15 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
         refuse(s, 503, "unavailable", "the server is shutting down");
         return;
     }
+    chat_str_t origin = gw_http_req_header(s->req, CHAT_LIT("origin"));
+    if (origin.p != NULL && !gw_config_origin_allowed(s->srv->cfg, origin.p, origin.len)) {
+        refuse(s, 403, "forbidden_origin", "this Origin may not open WebSockets here");
+        return;
+    }
+    if (s->srv->cfg->max_connections && s->srv->nopen >= s->srv->cfg->max_connections) {
+        refuse(s, 503, "unavailable", "too many connections on this node, retry later");
+        return;
+    }
     open_websocket(s, &u); /* u.room points into s->req: keep it until the join is done */
     gw_http_req_dispose(s->req);
     free(s->req);
@@ -290,11 +306,25 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
 static void on_conn_data(void *ctx, const char *p, size_t n)
 {
     gw_session_t *s = ctx;
-    if (s->state == GW_S_HANDSHAKE)
+    if (s->state == GW_S_HANDSHAKE) {
         handshake_input(s, p, n);
-    else if (s->state == GW_S_OPEN)
+    } else if (s->state == GW_S_OPEN) {
+        s->last_rx_ms = uv_now(s->srv->loop);
         ws_input(s, p, n);
+    }
     /* CLOSING: input after our last bytes is discarded */
+}
+
+static void on_conn_write_start(void *ctx)
+{
+    gw__safety_on_write_start(ctx);
+}
+
+static void on_handshake_timeout(uv_timer_t *t)
+{
+    gw_session_t *s = t->data;
+    chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": handshake timeout", s->id);
+    refuse(s, 408, "timeout", "the upgrade request took too long");
 }
 
 static void on_conn_end(void *ctx, int err)
@@ -313,7 +343,7 @@ void gw__session_on_published(gw_session_t *s, int status)
     gw_pending_pub_t *p = chat_container_of(s->pending_pubs.next, gw_pending_pub_t, link);
     chat_list_unlink(&p->link);
     if (status == 0 && p->ack != NULL) {
-        gw__session_send(s, p->ack);
+        gw__session_send(s, p->ack, GW_OUT_MUST);
     } else if (status != 0) {
         chat_buf_reset(&s->srv->json);
         chat_env_build_error(&s->srv->json, "unavailable", "the message could not be published",
@@ -348,7 +378,12 @@ void gw__session_accept(gw_server_t *srv)
     gw_session_t *s = chat_xcalloc(1, sizeof(*s));
     s->srv = srv;
     s->id = ++srv->next_session_id;
-    s->conn_h = (gw_conn_handlers_t){.on_data = on_conn_data, .on_end = on_conn_end, .ctx = s};
+    s->conn_h = (gw_conn_handlers_t){
+        .on_data = on_conn_data,
+        .on_end = on_conn_end,
+        .on_write_start = on_conn_write_start,
+        .ctx = s,
+    };
     s->ws_h = (gw_ws_handlers_t){.on_message = on_ws_message, .send = on_ws_send, .ctx = s};
     chat_list_init(&s->rooms);
     chat_list_init(&s->pending_pubs);
@@ -368,8 +403,8 @@ void gw__session_accept(gw_server_t *srv)
         return;
     }
     s->req = chat_xmalloc(sizeof(*s->req));
-    gw_http_req_init(s->req, 8192);
+    gw_http_req_init(s->req, srv->cfg->max_header_bytes);
     chat_map_put(&srv->sessions, id_key(&s->id), s);
     chat_list_insert_tail(&srv->session_list, &s->link);
-    uv_timer_start(&s->timer, on_timer, GW_HANDSHAKE_TIMEOUT_MS, 0);
+    uv_timer_start(&s->timer, on_handshake_timeout, srv->cfg->handshake_timeout_ms, 0);
 }

@@ -16,6 +16,7 @@ struct gw_ws {
     size_t in_len;
     unsigned closed_by_us : 1;
     uint16_t peer_code;
+    uint16_t sent_code; /* code of a close frame we sent ourselves (not through wslay) */
 };
 
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
@@ -104,6 +105,7 @@ static void send_close_frame(gw_ws_t *ws, uint16_t code, const char *reason)
     if (ws->closed_by_us || wslay_event_get_close_sent(ws->ctx))
         return;
     ws->closed_by_us = 1;
+    ws->sent_code = code;
     f[0] = 0x80 | WSLAY_CONNECTION_CLOSE;
     f[1] = (unsigned char)(2 + rlen);
     f[2] = (unsigned char)(code >> 8);
@@ -144,6 +146,8 @@ void gw_ws_close(gw_ws_t *ws, uint16_t code, const char *reason)
     if (ws->closed_by_us)
         return;
     ws->closed_by_us = 1;
+    if (!wslay_event_get_close_sent(ws->ctx) && !wslay_event_get_close_received(ws->ctx))
+        ws->sent_code = code;
     size_t rlen = reason ? strlen(reason) : 0;
     if (rlen > 123)
         rlen = 123;
@@ -161,6 +165,24 @@ int gw_ws_closing(const gw_ws_t *ws)
 uint16_t gw_ws_peer_close_code(const gw_ws_t *ws)
 {
     return ws->peer_code;
+}
+
+uint16_t gw_ws_sent_close_code(const gw_ws_t *ws)
+{
+    if (ws->sent_code)
+        return ws->sent_code;
+    if (!wslay_event_get_close_sent(ws->ctx))
+        return 0;
+    uint16_t code = wslay_event_get_status_code_sent(ws->ctx);
+    return code == WSLAY_CODE_NO_STATUS_RCVD ? 0 : code;
+}
+
+int gw_ws_ping(gw_ws_t *ws)
+{
+    struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
+    if (ws->closed_by_us || wslay_event_queue_msg(ws->ctx, &m) != 0)
+        return CHAT_ECLOSED;
+    return wslay_event_send(ws->ctx) == 0 ? 0 : CHAT_ECLOSED;
 }
 
 chat_rcbuf_t *gw_ws_encode(int binary, const void *p, size_t n)

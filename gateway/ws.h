@@ -52,6 +52,10 @@ void gw_ws_close(gw_ws_t *ws, uint16_t code, const char *reason);
 int gw_ws_closing(const gw_ws_t *ws);
 /* The code of the close frame received from the peer, 0 when none (or none with a code). */
 uint16_t gw_ws_peer_close_code(const gw_ws_t *ws);
+/* The code of the close frame we sent (ours or wslay's), 0 when none was sent. */
+uint16_t gw_ws_sent_close_code(const gw_ws_t *ws);
+/* Sends a ping (empty payload). Returns 0, or CHAT_ECLOSED once closing. */
+int gw_ws_ping(gw_ws_t *ws);
 
 /* Encodes one unmasked server data frame (FIN set) holding p[0..n): text, or binary when
  * binary != 0. Returns a new rcbuf (one reference, the caller's). */

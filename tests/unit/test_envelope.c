@@ -186,7 +186,7 @@ static void test_parse_null_literal_is_badjson(void **state)
     expect_rc("null", CHAT_EBADJSON, &in);
 }
 
-static void test_parse_deep_nesting_is_badjson(void **state)
+static void test_parse_deep_nesting_is_badreq(void **state)
 {
     enum { DEPTH = 5000 };
     char *s = chat_xmalloc(2 * DEPTH);
@@ -195,9 +195,62 @@ static void test_parse_deep_nesting_is_badjson(void **state)
 
     memset(s, '[', DEPTH);
     memset(s + DEPTH, ']', DEPTH);
-    assert_int_equal(parse_n(s, 2 * DEPTH, &in, &doc), CHAT_EBADJSON);
+    assert_int_equal(parse_n(s, 2 * DEPTH, &in, &doc), CHAT_EBADREQ);
     assert_null(doc);
     free(s);
+}
+
+/* {"type":"ping","x":[[[...]]]} with the top-level object at level 1 and `levels` in all */
+static char *nested(int levels)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_appendf(&b, "{\"type\":\"ping\",\"x\":");
+    for (int i = 1; i < levels; i++)
+        chat_buf_append(&b, i % 2 ? "[" : "{\"k\":", i % 2 ? 1 : 5);
+    chat_buf_append(&b, "1", 1);
+    for (int i = levels - 1; i >= 1; i--)
+        chat_buf_append(&b, i % 2 ? "]" : "}", 1);
+    chat_buf_append(&b, "}", 2);
+    return b.p;
+}
+
+static void test_parse_depth_16_passes_17_refused(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    char *ok = nested(16), *bad = nested(17);
+    assert_int_equal(parse(ok, &in, &doc), 0);
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse(bad, &in, &doc), CHAT_EBADREQ);
+    assert_null(doc);
+    assert_non_null(strstr(in.error, "16"));
+    free(ok);
+    free(bad);
+}
+
+static char *with_keys(int n)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_appendf(&b, "{\"type\":\"ping\"");
+    for (int i = 1; i < n; i++)
+        chat_buf_appendf(&b, ",\"k%d\":\"a:b\"", i); /* colons inside strings do not count */
+    chat_buf_append(&b, "}", 2);
+    return b.p;
+}
+
+static void test_parse_64_keys_pass_65_refused(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    char *ok = with_keys(64), *bad = with_keys(65);
+    assert_int_equal(parse(ok, &in, &doc), 0);
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse(bad, &in, &doc), CHAT_EBADREQ);
+    assert_null(doc);
+    free(ok);
+    free(bad);
 }
 
 /* ---- parse: type ------------------------------------------------------------------------- */
@@ -990,7 +1043,9 @@ int main(void)
         cmocka_unit_test(test_parse_string_is_badjson),
         cmocka_unit_test(test_parse_number_is_badjson),
         cmocka_unit_test(test_parse_null_literal_is_badjson),
-        cmocka_unit_test(test_parse_deep_nesting_is_badjson),
+        cmocka_unit_test(test_parse_deep_nesting_is_badreq),
+        cmocka_unit_test(test_parse_depth_16_passes_17_refused),
+        cmocka_unit_test(test_parse_64_keys_pass_65_refused),
         cmocka_unit_test(test_parse_type_missing_is_badreq),
         cmocka_unit_test(test_parse_empty_object_is_badreq),
         cmocka_unit_test(test_parse_type_number_is_badreq),

@@ -1,0 +1,202 @@
+/* gateway/safety.c - the limits one open session lives under (docs/limits.md):
+ *  - heartbeats: a ping after --ping-interval without input, close 4000 when nothing arrives
+ *    within --pong-timeout; --idle-timeout without an application message closes with 4001;
+ *  - a write that makes no progress for --write-timeout closes with 4003;
+ *  - the send queue bound (--send-queue-bytes): droppable frames are dropped, others close 4002;
+ *  - token buckets per connection, per user, for typing and for joins; a flood closes with 1008.
+ * Deadlines are lazy: input only stamps last_rx_ms / last_app_ms, and the session timer, when it
+ * fires, recomputes the earliest deadline and re-arms itself. No timer work per message. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "envelope.h"
+#include "internal.h"
+#include "log.h"
+
+/* ---- heartbeats and timeouts ---- */
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* The earliest moment something must be checked for s (UINT64_MAX: nothing). */
+static uint64_t next_deadline(const gw_session_t *s)
+{
+    const gw_config_t *cfg = s->srv->cfg;
+    uint64_t d = UINT64_MAX;
+    if (s->ping_sent_ms)
+        d = min_u64(d, s->ping_sent_ms + cfg->pong_timeout_ms);
+    else
+        d = min_u64(d, s->last_rx_ms + cfg->ping_interval_ms);
+    if (cfg->idle_timeout_ms)
+        d = min_u64(d, s->last_app_ms + cfg->idle_timeout_ms);
+    if (s->conn.writing)
+        d = min_u64(d, s->conn.write_started_ms + cfg->write_timeout_ms);
+    return d;
+}
+
+static void arm(gw_session_t *s, uv_timer_cb cb)
+{
+    uint64_t now = uv_now(s->srv->loop), d = next_deadline(s);
+    uv_timer_start(&s->timer, cb, d > now ? d - now : 0, 0);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    gw_session_t *s = t->data;
+    const gw_config_t *cfg = s->srv->cfg;
+    uint64_t now = uv_now(s->srv->loop);
+    if (s->state != GW_S_OPEN)
+        return;
+    if (s->ping_sent_ms && s->last_rx_ms >= s->ping_sent_ms)
+        s->ping_sent_ms = 0; /* any frame (a pong or anything else) answers the ping */
+    if (s->ping_sent_ms && now >= s->ping_sent_ms + cfg->pong_timeout_ms) {
+        gw__session_close(s, GW_CLOSE_PING_TIMEOUT, "ping timeout: no pong");
+        return;
+    }
+    if (cfg->idle_timeout_ms && now >= s->last_app_ms + cfg->idle_timeout_ms) {
+        gw__session_close(s, GW_CLOSE_IDLE_TIMEOUT, "idle timeout");
+        return;
+    }
+    if (s->conn.writing && now >= s->conn.write_started_ms + cfg->write_timeout_ms) {
+        gw__session_close(s, GW_CLOSE_WRITE_TIMEOUT, "write timeout: the client does not read");
+        return;
+    }
+    if (!s->ping_sent_ms && now >= s->last_rx_ms + cfg->ping_interval_ms) {
+        if (gw_ws_ping(s->ws) != 0)
+            return;
+        s->ping_sent_ms = now;
+    }
+    arm(s, on_deadline);
+}
+
+void gw__safety_start(gw_session_t *s)
+{
+    uint64_t now = uv_now(s->srv->loop);
+    s->last_rx_ms = s->last_app_ms = now;
+    s->ping_sent_ms = 0;
+    gw_conn_set_pause_above(&s->conn, s->srv->cfg->send_queue_bytes / 2);
+    arm(s, on_deadline);
+}
+
+void gw__safety_on_write_start(gw_session_t *s)
+{
+    /* The timer may be set for a later deadline than this write's: bring it forward. */
+    uint64_t due = s->conn.write_started_ms + s->srv->cfg->write_timeout_ms;
+    uint64_t now = uv_now(s->srv->loop);
+    if (s->state == GW_S_OPEN && (!uv_is_active((uv_handle_t *)&s->timer) ||
+                                  now + uv_timer_get_due_in(&s->timer) > due))
+        arm(s, on_deadline);
+}
+
+/* ---- the send queue bound ---- */
+
+void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
+{
+    if (s->state != GW_S_OPEN)
+        return;
+    if (s->conn.queued_bytes + frame->len <= s->srv->cfg->send_queue_bytes) {
+        gw_conn_send(&s->conn, frame);
+        return;
+    }
+    if (kind == GW_OUT_DROPPABLE) {
+        s->srv->stats.dropped_queue_full++;
+        return;
+    }
+    /* A slow consumer: what it has not received yet is dropped at once, the close frame follows
+     * the write in flight, and the linger timer drops the TCP connection 5 s later at most. */
+    chat_log(CHAT_LOG_INFO, "session", "conn %s: slow consumer (%zu bytes queued)", s->conn_name,
+             s->conn.queued_bytes);
+    gw_conn_discard_queued(&s->conn);
+    gw__session_close(s, GW_CLOSE_SLOW_CONSUMER, "slow consumer: send queue full");
+}
+
+/* ---- rate limits ---- */
+
+static gw_rate_t rate_of(const gw_session_t *s, gw_bucket_kind_t kind)
+{
+    const gw_config_t *cfg = s->srv->cfg;
+    switch (kind) {
+    case GW_BUCKET_MESSAGE:
+        return (gw_rate_t){cfg->rate_limit, cfg->rate_burst};
+    case GW_BUCKET_USER:
+        return (gw_rate_t){cfg->user_rate_limit, cfg->user_rate_burst};
+    case GW_BUCKET_TYPING:
+        return (gw_rate_t){GW_TYPING_RATE, GW_TYPING_BURST};
+    case GW_BUCKET_JOIN:
+        return (gw_rate_t){GW_JOIN_RATE, GW_JOIN_BURST(cfg->max_rooms_per_conn)};
+    case GW_BUCKET_N:
+        break;
+    }
+    return (gw_rate_t){0, 0};
+}
+
+/* Counts a refusal; 1 when the connection floods (and was closed with 1008). */
+static int flooding(gw_session_t *s, gw_rate_t r, uint64_t now)
+{
+    if (now - s->refuse_window_ms > GW_FLOOD_WINDOW_MS || s->refusals == 0) {
+        s->refuse_window_ms = now;
+        s->refusals = 0;
+    }
+    if (++s->refusals <= GW_FLOOD_FACTOR * gw_rate_allows(r, GW_FLOOD_WINDOW_MS))
+        return 0;
+    chat_log(CHAT_LOG_INFO, "session", "conn %s: closed for flooding (%" PRIu64 " refusals)",
+             s->conn_name, s->refusals);
+    gw__session_close(s, GW_CLOSE_POLICY, "rate limit exceeded again and again");
+    return 1;
+}
+
+int gw__session_admit(gw_session_t *s, gw_bucket_kind_t kind, chat_str_t cid)
+{
+    uint64_t now = uv_now(s->srv->loop);
+    gw_rate_t r = rate_of(s, kind), ur = rate_of(s, GW_BUCKET_USER);
+    int with_user = kind == GW_BUCKET_MESSAGE && s->u != NULL;
+    uint64_t wait = gw_bucket_wait_ms(&s->buckets[kind], r, now), uwait = 0;
+    if (with_user)
+        uwait = gw_bucket_wait_ms(&s->u->bucket, ur, now);
+    if (wait == 0 && uwait == 0) {
+        gw_bucket_take(&s->buckets[kind], r);
+        if (with_user)
+            gw_bucket_take(&s->u->bucket, ur);
+        return 1;
+    }
+    gw_bucket_kind_t which = wait >= uwait ? kind : GW_BUCKET_USER;
+    s->srv->stats.rate_limited[which]++;
+    if (flooding(s, which == kind ? r : ur, now))
+        return 0;
+    chat_buf_reset(&s->srv->json);
+    chat_env_build_rate_limited(&s->srv->json, wait > uwait ? wait : uwait, cid);
+    gw__session_send_json(s);
+    return 0;
+}
+
+/* ---- users ---- */
+
+void gw__user_acquire(gw_session_t *s)
+{
+    chat_str_t id = chat_str(s->user, s->user_len);
+    gw_user_t *u = chat_map_get(&s->srv->users, id);
+    if (u == NULL) {
+        u = chat_xcalloc(1, sizeof(*u) + id.len);
+        memcpy(u->id, id.p, id.len);
+        u->id_len = id.len;
+        chat_map_put(&s->srv->users, id, u);
+    }
+    u->refs++;
+    s->u = u;
+}
+
+void gw__user_release(gw_session_t *s)
+{
+    gw_user_t *u = s->u;
+    if (u == NULL)
+        return;
+    s->u = NULL;
+    if (--u->refs == 0) {
+        chat_map_del(&s->srv->users, chat_str(u->id, u->id_len));
+        free(u);
+    }
+}
