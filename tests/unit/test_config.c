@@ -17,6 +17,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <uv.h>
+
 #include "config.h"
 #include "err.h"
 
@@ -661,6 +663,120 @@ static void test_node_id_invalid_forms(void **state)
     expect_bad(ARGS(arg), NOENV, ARGS("--node-id"));
 }
 
+/* ---- connection safety options ------------------------------------------------------------ */
+
+static int origin_ok(run_t *r, const char *origin)
+{
+    return gw_config_origin_allowed(&r->cfg, origin, strlen(origin));
+}
+
+static void test_origins_empty_allows_any(void **state)
+{
+    run_t r;
+    load(&r, NOARGS, NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_true(origin_ok(&r, "https://evil.example"));
+    done(&r);
+}
+
+static void test_origins_exact_and_wildcard(void **state)
+{
+    run_t r;
+    load(&r, ARGS("--allowed-origins", "https://chat.example.com, https://*.example.org,"
+                                       "http://localhost:8080"),
+         NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_true(origin_ok(&r, "https://chat.example.com"));
+    assert_true(origin_ok(&r, "HTTPS://Chat.Example.COM"));        /* case-insensitive */
+    assert_false(origin_ok(&r, "http://chat.example.com"));        /* scheme differs */
+    assert_false(origin_ok(&r, "https://chat.example.com:8443"));  /* port differs */
+    assert_false(origin_ok(&r, "https://chat.example.com.evil.io"));
+    assert_true(origin_ok(&r, "https://a.example.org"));
+    assert_true(origin_ok(&r, "https://a.b.c.example.org"));       /* any depth */
+    assert_false(origin_ok(&r, "https://example.org"));            /* not the domain itself */
+    assert_false(origin_ok(&r, "https://evilexample.org"));
+    assert_false(origin_ok(&r, "https://a.example.org:444"));
+    assert_true(origin_ok(&r, "http://localhost:8080"));
+    assert_false(origin_ok(&r, "http://localhost"));
+    assert_false(origin_ok(&r, "null"));
+    done(&r);
+}
+
+static void test_origins_invalid_refused(void **state)
+{
+    static const char *const bad[] = {"chat.example.com", "https://", "://x", "https://a/b",
+                                      "ht tps://x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        run_t r;
+        load(&r, ARGS("--allowed-origins", bad[i]), NOENV);
+        assert_int_equal(r.rc, GW_CONFIG_EXIT_BAD);
+        assert_non_null(strstr(r.err, "--allowed-origins"));
+        done(&r);
+    }
+}
+
+static void test_safety_defaults(void **state)
+{
+    run_t r;
+    load(&r, NOARGS, NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_int_equal(r.cfg.max_header_bytes, 8192);
+    assert_int_equal(r.cfg.handshake_timeout_ms, 10000);
+    assert_int_equal(r.cfg.max_connections, 0);
+    assert_int_equal(r.cfg.max_message_bytes, 65536);
+    assert_int_equal(r.cfg.ping_interval_ms, 25000);
+    assert_int_equal(r.cfg.pong_timeout_ms, 10000);
+    assert_int_equal(r.cfg.idle_timeout_ms, 0);
+    assert_int_equal(r.cfg.rate_limit, 20);
+    assert_int_equal(r.cfg.rate_burst, 40);
+    assert_int_equal(r.cfg.user_rate_limit, 50);
+    assert_int_equal(r.cfg.user_rate_burst, 100);
+    assert_int_equal(r.cfg.send_queue_bytes, 1048576);
+    assert_int_equal(r.cfg.write_timeout_ms, 30000);
+    done(&r);
+}
+
+static void test_pong_timeout_must_be_shorter_than_ping_interval(void **state)
+{
+    run_t r;
+    load(&r, ARGS("--ping-interval", "5s", "--pong-timeout", "5s"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_EXIT_BAD);
+    assert_non_null(strstr(r.err, "--pong-timeout"));
+    assert_non_null(strstr(r.err, "--ping-interval"));
+    done(&r);
+    load(&r, ARGS("--ping-interval", "5s", "--pong-timeout", "4999ms"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    done(&r);
+    load(&r, ARGS("--pong-timeout", "30s"), NOENV); /* against the default 25s interval */
+    assert_int_equal(r.rc, GW_CONFIG_EXIT_BAD);
+    done(&r);
+}
+
+static void test_trusted_proxies(void **state)
+{
+    run_t r;
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    load(&r, ARGS("--trusted-proxies", "10.0.0.0/8,192.168.1.7,::1/128"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    uv_ip4_addr("10.20.30.40", 0, &a4);
+    assert_true(gw_config_trusted_proxy(&r.cfg, (struct sockaddr *)&a4));
+    uv_ip4_addr("11.0.0.1", 0, &a4);
+    assert_false(gw_config_trusted_proxy(&r.cfg, (struct sockaddr *)&a4));
+    uv_ip4_addr("192.168.1.7", 0, &a4);
+    assert_true(gw_config_trusted_proxy(&r.cfg, (struct sockaddr *)&a4));
+    uv_ip4_addr("192.168.1.8", 0, &a4);
+    assert_false(gw_config_trusted_proxy(&r.cfg, (struct sockaddr *)&a4));
+    uv_ip6_addr("::1", 0, &a6);
+    assert_true(gw_config_trusted_proxy(&r.cfg, (struct sockaddr *)&a6));
+    uv_ip6_addr("::ffff:10.1.1.1", 0, &a6); /* IPv4-mapped matches the IPv4 range */
+    assert_true(gw_config_trusted_proxy(&r.cfg, (struct sockaddr *)&a6));
+    done(&r);
+    load(&r, ARGS("--trusted-proxies", "10.0.0.0/33"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_EXIT_BAD);
+    done(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -704,6 +820,12 @@ int main(void)
         cmocka_unit_test(test_listen_bad_keeps_message_naming_value),
         cmocka_unit_test(test_node_id_valid_forms),
         cmocka_unit_test(test_node_id_invalid_forms),
+        cmocka_unit_test(test_origins_empty_allows_any),
+        cmocka_unit_test(test_origins_exact_and_wildcard),
+        cmocka_unit_test(test_origins_invalid_refused),
+        cmocka_unit_test(test_safety_defaults),
+        cmocka_unit_test(test_pong_timeout_must_be_shorter_than_ping_interval),
+        cmocka_unit_test(test_trusted_proxies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
