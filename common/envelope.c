@@ -1,16 +1,20 @@
 /* common/envelope.c - THE JSON envelope (see envelope.h): one typed parse of client messages
  * (cJSON_ParseWithLengthOpts, since WebSocket payloads are not NUL-terminated) and one
- * hand-written builder per outbound type (compact JSON, fixed key order, RFC 8259 escaping).
+ * hand-written builder per outbound type (compact JSON, fixed key order, RFC 8259 escaping),
+ * plus the typed parse of a JWT's header and claims for gateway/auth.c.
  * The only file that includes cJSON.h. Holds no state: parse results borrow the caller's tree,
- * builders only append to the caller's buffer. */
+ * builders only append to the caller's buffer, JWT claims are copies the caller disposes. */
 #include "envelope.h"
 
 #include <inttypes.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "err.h"
 #include "str.h"
@@ -403,4 +407,291 @@ void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *messa
     PUT_LIT(out, ",\"message\":");
     put_cstr(out, message);
     PUT_LIT(out, "}");
+}
+
+/* ---- JWT header and claims ------------------------------------------------------------- */
+
+/* 2^53: the largest magnitude a double holds exactly; NumericDates beyond it are refused. */
+#define JWT_DATE_LIMIT 9007199254740992.0
+
+/* 1 when p[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF). */
+static int utf8_valid(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len;
+        unsigned char lo = 0x80, hi = 0xbf; /* range of the first continuation byte */
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            if (c == 0xe0)
+                lo = 0xa0;
+            else if (c == 0xed)
+                hi = 0x9f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            if (c == 0xf0)
+                lo = 0x90;
+            else if (c == 0xf4)
+                hi = 0x8f;
+        } else {
+            return 0;
+        }
+        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k < len; k++)
+            if ((p[i + k] & 0xc0) != 0x80)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* 1 when a string in p[0..n) holds the escape \u0000. Escapes exist only inside
+ * strings, so a plain scan that skips escaped characters is exact. */
+static int has_nul_escape(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] != '\\')
+            continue;
+        if (p[i + 1] == 'u' && n - i >= 6 && memcmp(p + i + 2, "0000", 4) == 0)
+            return 1;
+        i++; /* skip the escaped character (a second backslash included) */
+    }
+    return 0;
+}
+
+/* 1 when two members of obj share a name. Bounded by CHAT_ENV_MAX_KEYS (checked before). */
+static int has_duplicate_keys(const cJSON *obj)
+{
+    for (const cJSON *a = obj->child; a != NULL; a = a->next)
+        for (const cJSON *b = a->next; b != NULL; b = b->next)
+            if (a->string != NULL && b->string != NULL && strcmp(a->string, b->string) == 0)
+                return 1;
+    return 0;
+}
+
+/* Checks the bytes, parses them into one object and refuses duplicate keys. On success *root
+ * is the tree (the caller deletes it); on failure *why is set and no tree is kept. */
+static int jwt_parse_object(const char *p, size_t n, cJSON **root, const char **why)
+{
+    chat_env_in_t scratch;
+    int rc;
+
+    *root = NULL;
+    memset(&scratch, 0, sizeof(scratch));
+    if (p != NULL && !utf8_valid((const unsigned char *)p, n)) {
+        *why = "not valid UTF-8";
+        return CHAT_EBADJSON;
+    }
+    if (p != NULL && has_nul_escape(p, n)) {
+        *why = "a string holds \\u0000";
+        return CHAT_EBADREQ;
+    }
+    if ((rc = parse_object(p, n, &scratch, root)) != 0) {
+        *why = scratch.error;
+        return rc;
+    }
+    if (has_duplicate_keys(*root)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        *why = "duplicate member names";
+        return CHAT_EBADREQ;
+    }
+    return 0;
+}
+
+int chat_env_parse_jwt_header(const char *p, size_t n, chat_jwt_header_t *out)
+{
+    cJSON *root;
+    chat_str_t alg, kid;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = jwt_parse_object(p, n, &root, &out->error)) != 0)
+        return rc;
+    rc = CHAT_EBADREQ;
+    if (get_string(root, "alg", &alg) != 0 || alg.p == NULL) {
+        out->error = "header 'alg' must be a string";
+        goto done;
+    }
+    if (alg.len == 0 || alg.len > CHAT_JWT_MAX_ALG) {
+        out->error = "header 'alg' is empty or too long";
+        goto done;
+    }
+    if (get_string(root, "kid", &kid) != 0) {
+        out->error = "header 'kid' must be a string";
+        goto done;
+    }
+    if (kid.p != NULL && kid.len > CHAT_JWT_MAX_KID) {
+        out->error = "header 'kid' is too long";
+        goto done;
+    }
+    memcpy(out->alg, alg.p, alg.len);
+    if (kid.p != NULL) {
+        memcpy(out->kid, kid.p, kid.len);
+        out->has_kid = 1;
+    }
+    out->has_crit = cJSON_GetObjectItemCaseSensitive(root, "crit") != NULL;
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Copies the string claim `key` (absent: *dst stays NULL). max == 0: no length limit. */
+static int claim_string(const cJSON *root, const char *key, size_t max, char **dst,
+                        const char **why, const char *bad)
+{
+    chat_str_t v;
+
+    if (get_string(root, key, &v) != 0 || (v.p != NULL && max > 0 && v.len > max)) {
+        *why = bad;
+        return CHAT_EBADREQ;
+    }
+    if (v.p != NULL)
+        *dst = chat_xstrndup(v.p, v.len);
+    return 0;
+}
+
+/* Copies the strings of array `arr` (at most max_n entries, each non-empty when nonempty is set
+ * and at most max_len bytes) into a new *dst of *n entries. */
+static int claim_string_array(const cJSON *arr, size_t max_n, size_t max_len, int nonempty,
+                              char ***dst, size_t *n)
+{
+    int count = cJSON_GetArraySize(arr);
+    const cJSON *item;
+    size_t i = 0;
+
+    if (count < 0 || (size_t)count > max_n)
+        return CHAT_EBADREQ;
+    cJSON_ArrayForEach(item, arr)
+    {
+        size_t len;
+        if (!cJSON_IsString(item) || item->valuestring == NULL)
+            return CHAT_EBADREQ;
+        len = strlen(item->valuestring);
+        if (len > max_len || (nonempty && len == 0))
+            return CHAT_EBADREQ;
+    }
+    *dst = chat_xcalloc((size_t)count, sizeof(char *));
+    cJSON_ArrayForEach(item, arr)
+    {
+        (*dst)[i++] = chat_xstrndup(item->valuestring, strlen(item->valuestring));
+    }
+    *n = i;
+    return 0;
+}
+
+/* Reads the NumericDate `key` (absent: *has stays 0). round_up picks ceil over floor. */
+static int claim_date(const cJSON *root, const char *key, int round_up, int64_t *dst, int *has)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    double d;
+    int64_t t;
+
+    if (item == NULL)
+        return 0;
+    if (!cJSON_IsNumber(item))
+        return CHAT_EBADREQ;
+    d = item->valuedouble;
+    if (!(d >= -JWT_DATE_LIMIT && d <= JWT_DATE_LIMIT)) /* also false for NaN */
+        return CHAT_EBADREQ;
+    t = (int64_t)d; /* truncates toward zero */
+    if (round_up && (double)t < d)
+        t++;
+    else if (!round_up && (double)t > d)
+        t--;
+    *dst = t;
+    *has = 1;
+    return 0;
+}
+
+static int claims_fail(chat_jwt_claims_t *out, const char *why)
+{
+    chat_env_jwt_claims_dispose(out);
+    out->error = why;
+    return CHAT_EBADREQ;
+}
+
+int chat_env_parse_jwt_claims(const char *p, size_t n, chat_jwt_claims_t *out)
+{
+    const cJSON *aud, *rooms;
+    const char *why = NULL;
+    cJSON *root;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = jwt_parse_object(p, n, &root, &out->error)) != 0)
+        return rc;
+    if (claim_string(root, "sub", CHAT_JWT_MAX_SUB, &out->sub, &why,
+                     "claim 'sub' must be a string of at most 256 bytes") != 0 ||
+        claim_string(root, "name", CHAT_JWT_MAX_NAME, &out->name, &why,
+                     "claim 'name' must be a string of at most 256 bytes") != 0 ||
+        claim_string(root, "iss", 0, &out->iss, &why, "claim 'iss' must be a string") != 0)
+        goto fail;
+
+    aud = cJSON_GetObjectItemCaseSensitive(root, "aud");
+    if (aud != NULL) {
+        out->has_aud = 1;
+        why = "claim 'aud' must be a string or an array of at most 64 strings";
+        if (cJSON_IsString(aud) && aud->valuestring != NULL) {
+            out->aud = chat_xcalloc(1, sizeof(char *));
+            out->aud[0] = chat_xstrndup(aud->valuestring, strlen(aud->valuestring));
+            out->naud = 1;
+        } else if (!cJSON_IsArray(aud) || claim_string_array(aud, CHAT_JWT_MAX_AUD, SIZE_MAX, 0,
+                                                             &out->aud, &out->naud) != 0) {
+            goto fail;
+        }
+    }
+
+    rooms = cJSON_GetObjectItemCaseSensitive(root, "rooms");
+    if (rooms != NULL) {
+        out->has_rooms = 1;
+        why = "claim 'rooms' must be an array of at most 256 non-empty strings of at most 256 "
+              "bytes";
+        if (!cJSON_IsArray(rooms) ||
+            claim_string_array(rooms, CHAT_JWT_MAX_ROOMS, CHAT_JWT_MAX_ROOM, 1, &out->rooms,
+                               &out->nrooms) != 0)
+            goto fail;
+    }
+
+    why = "claims 'exp', 'nbf' and 'iat' must be numbers within +-2^53";
+    if (claim_date(root, "exp", 0, &out->exp, &out->has_exp) != 0 ||
+        claim_date(root, "nbf", 1, &out->nbf, &out->has_nbf) != 0 ||
+        claim_date(root, "iat", 1, &out->iat, &out->has_iat) != 0)
+        goto fail;
+    cJSON_Delete(root);
+    return 0;
+fail:
+    cJSON_Delete(root);
+    return claims_fail(out, why);
+}
+
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void chat_env_jwt_claims_dispose(chat_jwt_claims_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->sub);
+    free(c->name);
+    free(c->iss);
+    free_strings(c->aud, c->naud);
+    free_strings(c->rooms, c->nrooms);
+    memset(c, 0, sizeof(*c));
 }

@@ -1,7 +1,8 @@
 /* common/envelope.h - THE JSON envelope module: the only file that includes cJSON.h.
  * One typed parse for client messages (validating each field's type once) and one builder per
  * outbound message type. Builders append compact JSON to a chat_buf_t and never fail (they
- * abort on OOM, sizes are ours). Protocol reference: docs/protocol.md. */
+ * abort on OOM, sizes are ours). Also the typed parse of a JWT's header and claims (the JSON
+ * halves only; gateway/auth.c does the rest). Protocol reference: docs/protocol.md. */
 #ifndef CHAT_COMMON_ENVELOPE_H
 #define CHAT_COMMON_ENVELOPE_H
 
@@ -81,5 +82,71 @@ void chat_env_build_error(chat_buf_t *out, const char *code, const char *message
 void chat_env_build_rate_limited(chat_buf_t *out, uint64_t retry_after_ms, chat_str_t cid);
 /* The body of an HTTP refusal: {"error":"<code>","message":"..."} */
 void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *message);
+
+/* ---- JWT (JWS compact serialization) header and claims --------------------------------- */
+/* The JSON halves of a JWT, for gateway/auth.c (which does base64url, signatures and policy).
+ * Both parsers take the DECODED bytes (not NUL-terminated) and, before building a tree, refuse
+ * input that is not valid UTF-8 or that contains a \u0000 escape (a string that cJSON would cut
+ * short, so "admin\u0000x" can never read as "admin"). The top-level value must be an object
+ * with no duplicate keys (RFC 7515 section 5.2 allows refusing them; other parsers take the
+ * last, cJSON the first); depth and key counts are bounded as for chat_env_parse(). */
+
+#define CHAT_JWT_MAX_ALG   15  /* longest `alg` accepted ("HS256", "ES384", ...) */
+#define CHAT_JWT_MAX_KID   255 /* longest `kid` accepted */
+#define CHAT_JWT_MAX_SUB   256 /* longest `sub` (the user id), in bytes */
+#define CHAT_JWT_MAX_NAME  256 /* longest `name` (display name), in bytes */
+#define CHAT_JWT_MAX_ROOMS 256 /* most entries in `rooms` */
+#define CHAT_JWT_MAX_ROOM  256 /* longest entry of `rooms`, in bytes */
+#define CHAT_JWT_MAX_AUD   64  /* most entries in an `aud` array */
+
+typedef struct chat_jwt_header {
+    char alg[CHAT_JWT_MAX_ALG + 1]; /* NUL-terminated; never empty after a successful parse */
+    char kid[CHAT_JWT_MAX_KID + 1]; /* NUL-terminated; "" when has_kid == 0 */
+    int has_kid;
+    int has_crit;      /* a `crit` member is present (we understand no extension: refuse) */
+    const char *error; /* on failure: static human-readable reason (no input bytes in it) */
+} chat_jwt_header_t;
+
+/* Parses a JOSE header of n bytes. `alg` must be a non-empty string of at most
+ * CHAT_JWT_MAX_ALG bytes; `kid`, when present, a string of at most CHAT_JWT_MAX_KID bytes
+ * (it may be empty). Other members (typ, cty, ...) are ignored, except that `crit` sets
+ * has_crit. Holds no allocation: nothing to dispose.
+ * Returns 0, CHAT_EBADJSON (not valid JSON or UTF-8, not an object) or CHAT_EBADREQ (alg missing
+ * or not a string or too long, kid not a string or too long, duplicate keys, \u0000, depth or
+ * key count over the limits). */
+int chat_env_parse_jwt_header(const char *p, size_t n, chat_jwt_header_t *out);
+
+/* Typed claims of a JWT payload. Every pointer is owned by the struct (freed by
+ * chat_env_jwt_claims_dispose()) and is NULL when the claim was absent. */
+typedef struct chat_jwt_claims {
+    char *sub;  /* string, at most CHAT_JWT_MAX_SUB bytes (may be empty: policy is the caller's) */
+    char *name; /* string, at most CHAT_JWT_MAX_NAME bytes */
+    char *iss;  /* string */
+    char **aud; /* `aud` as a string (naud 1) or an array of at most CHAT_JWT_MAX_AUD strings */
+    size_t naud;
+    int has_aud;
+    char **rooms; /* array of at most CHAT_JWT_MAX_ROOMS non-empty strings, each at most
+                   * CHAT_JWT_MAX_ROOM bytes (room names or prefixes ending in '*') */
+    size_t nrooms;
+    int has_rooms;
+    /* NumericDates in seconds. A fractional exp is rounded down and a fractional nbf/iat up, so
+     * integer comparisons against a whole "now" give the exact answer. Values beyond +-2^53
+     * are refused. */
+    int64_t exp, nbf, iat;
+    int has_exp, has_nbf, has_iat;
+    const char *error; /* on failure: static human-readable reason (no input bytes in it) */
+} chat_jwt_claims_t;
+
+/* Parses a JWT claims set of n bytes into *out (zeroed first). Checks the type and size of each
+ * claim above that is present; requires none of them (presence is policy, see gateway/auth.c).
+ * Other claims are ignored. Allocations are bounded by n.
+ * Returns 0, CHAT_EBADJSON (not valid JSON or UTF-8, not an object) or CHAT_EBADREQ (a claim of
+ * the wrong type, too long, too many entries, a date out of range, duplicate keys, \u0000,
+ * depth or key count over the limits). On failure nothing stays allocated (disposing is still
+ * allowed); on success the caller disposes. */
+int chat_env_parse_jwt_claims(const char *p, size_t n, chat_jwt_claims_t *out);
+
+/* Frees what chat_env_parse_jwt_claims() allocated and zeroes *c. NULL is a no-op. */
+void chat_env_jwt_claims_dispose(chat_jwt_claims_t *c);
 
 #endif
