@@ -27,7 +27,7 @@
 
 /* ---- parse ------------------------------------------------------------------------------- */
 
-enum { F_ROOM = 1u << 0, F_TEXT = 1u << 1 };
+enum { F_ROOM = 1u << 0, F_TEXT = 1u << 1, F_TOKEN = 1u << 2 };
 
 /* A client field other than type and cid. Its type is checked whenever it is present (on any
  * message type); it is copied into chat_env_in_t only for the message types that use it. */
@@ -44,6 +44,8 @@ static const field_spec_t fields[] = {
      "field 'room' is required"},
     {F_TEXT, "text", offsetof(chat_env_in_t, text), "field 'text' must be a string",
      "field 'text' is required"},
+    {F_TOKEN, "token", offsetof(chat_env_in_t, token), "field 'token' must be a string",
+     "field 'token' is required"},
 };
 
 typedef struct type_spec {
@@ -58,6 +60,7 @@ static const type_spec_t types[] = {
     {"leave", CHAT_ENV_LEAVE, F_ROOM, F_ROOM},
     {"chat", CHAT_ENV_CHAT, F_TEXT, F_ROOM | F_TEXT},
     {"typing", CHAT_ENV_TYPING, 0, F_ROOM},
+    {"refresh", CHAT_ENV_REFRESH, F_TOKEN, F_TOKEN},
     {"ping", CHAT_ENV_PING, 0, 0},
 };
 
@@ -290,10 +293,22 @@ static void put_int(chat_buf_t *b, int64_t v)
     chat_buf_appendf(b, "%" PRId64, v);
 }
 
-void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t node, chat_str_t conn)
+/* ,"user":..[,"name":..] */
+static void put_identity(chat_buf_t *b, chat_str_t user, chat_str_t name)
 {
-    PUT_LIT(out, "{\"type\":\"welcome\",\"user\":");
-    put_str(out, user);
+    PUT_LIT(b, ",\"user\":");
+    put_str(b, user);
+    if (name.p != NULL) {
+        PUT_LIT(b, ",\"name\":");
+        put_str(b, name);
+    }
+}
+
+void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t name, chat_str_t node,
+                            chat_str_t conn)
+{
+    PUT_LIT(out, "{\"type\":\"welcome\"");
+    put_identity(out, user, name);
     PUT_LIT(out, ",\"node\":");
     put_str(out, node);
     PUT_LIT(out, ",\"conn\":");
@@ -326,8 +341,7 @@ void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m)
     put_str(out, m->room);
     PUT_LIT(out, ",\"id\":");
     put_str(out, m->id);
-    PUT_LIT(out, ",\"user\":");
-    put_str(out, m->user);
+    put_identity(out, m->user, m->name);
     PUT_LIT(out, ",\"text\":");
     put_str(out, m->text);
     PUT_LIT(out, ",\"ts\":");
@@ -346,24 +360,36 @@ void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_s
     PUT_LIT(out, "}");
 }
 
-void chat_env_build_typing(chat_buf_t *out, chat_str_t room, chat_str_t user)
+void chat_env_build_typing(chat_buf_t *out, chat_str_t room, chat_str_t user, chat_str_t name)
 {
     PUT_LIT(out, "{\"type\":\"typing\",\"room\":");
     put_str(out, room);
-    PUT_LIT(out, ",\"user\":");
-    put_str(out, user);
+    put_identity(out, user, name);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_token_expiring(chat_buf_t *out, int64_t ttl_ms)
+{
+    PUT_LIT(out, "{\"type\":\"system\",\"event\":\"token_expiring\",\"ttl_ms\":");
+    put_int(out, ttl_ms);
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_refreshed(chat_buf_t *out, int64_t exp)
+{
+    PUT_LIT(out, "{\"type\":\"refreshed\",\"exp\":");
+    put_int(out, exp);
     PUT_LIT(out, "}");
 }
 
 void chat_env_build_system(chat_buf_t *out, chat_str_t room, const char *event, chat_str_t user,
-                           int64_t ts)
+                           chat_str_t name, int64_t ts)
 {
     PUT_LIT(out, "{\"type\":\"system\",\"room\":");
     put_str(out, room);
     PUT_LIT(out, ",\"event\":");
     put_cstr(out, event);
-    PUT_LIT(out, ",\"user\":");
-    put_str(out, user);
+    put_identity(out, user, name);
     PUT_LIT(out, ",\"ts\":");
     put_int(out, ts);
     PUT_LIT(out, "}");

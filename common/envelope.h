@@ -26,6 +26,7 @@ typedef enum chat_env_type {
     CHAT_ENV_CHAT,
     CHAT_ENV_TYPING,
     CHAT_ENV_PING,
+    CHAT_ENV_REFRESH,
 } chat_env_type_t;
 
 /* A parsed client message. Every chat_str_t borrows the parse tree (`doc`) and has p == NULL
@@ -35,6 +36,7 @@ typedef struct chat_env_in {
     chat_str_t room; /* join/leave: required; chat/typing: optional */
     chat_str_t text; /* chat: required */
     chat_str_t cid;  /* optional on any type; filled even when parsing fails later */
+    chat_str_t token; /* refresh: required */
     const char *error; /* on CHAT_EBADREQ / CHAT_EUNKNOWN_TYPE: static human-readable reason */
 } chat_env_in_t;
 
@@ -57,24 +59,32 @@ void chat_env_free(struct cJSON *doc);
 /* Outbound builders: each appends one compact JSON object (no trailing newline) to out.
  * Strings are escaped as JSON requires; a chat_str_t with p == NULL is left out where the
  * comment says "optional". */
-void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t node, chat_str_t conn);
+/* Identity: `user` always, `name` (optional, p == NULL: left out) right after it, in welcome,
+ * chat, typing and system envelopes. */
+void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t name, chat_str_t node,
+                            chat_str_t conn);
 void chat_env_build_joined(chat_buf_t *out, chat_str_t room);
 void chat_env_build_left(chat_buf_t *out, chat_str_t room);
 void chat_env_build_pong(chat_buf_t *out);
 
 typedef struct chat_env_chat {
     chat_str_t room, id, user, text;
-    int64_t ts; /* ms since the epoch */
+    int64_t ts;      /* ms since the epoch */
+    chat_str_t name; /* optional display name (p == NULL: left out) */
 } chat_env_chat_t;
-/* {"type":"chat","room":..,"id":..,"user":..,"text":..,"ts":..} */
+/* {"type":"chat","room":..,"id":..,"user":..[,"name":..],"text":..,"ts":..} */
 void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m);
 /* {"type":"ack","cid":..,"room":..,"id":..} */
 void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id);
-/* {"type":"typing","room":..,"user":..} */
-void chat_env_build_typing(chat_buf_t *out, chat_str_t room, chat_str_t user);
-/* {"type":"system","room":..,"event":..,"user":..,"ts":..}; event is "join" or "leave" */
+/* {"type":"typing","room":..,"user":..[,"name":..]} */
+void chat_env_build_typing(chat_buf_t *out, chat_str_t room, chat_str_t user, chat_str_t name);
+/* {"type":"system","room":..,"event":..,"user":..[,"name":..],"ts":..}; event "join" or "leave" */
 void chat_env_build_system(chat_buf_t *out, chat_str_t room, const char *event, chat_str_t user,
-                           int64_t ts);
+                           chat_str_t name, int64_t ts);
+/* {"type":"system","event":"token_expiring","ttl_ms":..} */
+void chat_env_build_token_expiring(chat_buf_t *out, int64_t ttl_ms);
+/* {"type":"refreshed","exp":..} (exp in seconds since the epoch) */
+void chat_env_build_refreshed(chat_buf_t *out, int64_t exp);
 /* {"type":"error","code":..,"message":..[,"cid":..][,"room":..]}; cid and room optional */
 void chat_env_build_error(chat_buf_t *out, const char *code, const char *message, chat_str_t cid,
                           chat_str_t room);

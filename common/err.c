@@ -30,6 +30,8 @@ const char *chat_strerror(int err)
         return "malformed input";
     case CHAT_ECLOSED:
         return "closed";
+    case CHAT_EFORBIDDEN:
+        return "forbidden";
     default:
         return err < 0 && err > -1000 ? uv_strerror(err) : "unknown error";
     }

@@ -16,6 +16,7 @@ enum chat_err {
     CHAT_ETOOLARGE = -1008,     /* input larger than its limit */
     CHAT_EMALFORMED = -1009,    /* input that does not follow its grammar */
     CHAT_ECLOSED = -1010,       /* the object is closing or closed */
+    CHAT_EFORBIDDEN = -1011,    /* the identity may not do this */
 };
 
 /* Returns a static string naming `err` (CHAT_E* or UV_E*). */

@@ -30,6 +30,7 @@ typedef enum opt_kind {
     OPT_PREFIX,
     OPT_CIDRS,
     OPT_ORIGINS,
+    OPT_SECRET, /* a string that is never echoed */
 } opt_kind_t;
 
 typedef struct opt {
@@ -98,6 +99,29 @@ static const opt_t options[] = {
     {"write-timeout", OPT_DURATION, "30s", "DURATION",
      "close (4003) a connection whose writes make no progress for this long",
      FIELD(write_timeout_ms), 100, 3600000},
+    {"jwt-secret", OPT_SECRET, "", "SECRET",
+     "HMAC secret for HS256/384/512 tokens (prefer --jwt-secret-file: command lines are "
+     "visible to other users)",
+     FIELD(jwt_secret), 0, 0},
+    {"jwt-secret-file", OPT_STR, "", "FILES",
+     "comma list of files, each holding an HMAC secret (trimmed); a token's kid selects the file "
+     "whose name without extension equals it",
+     FIELD(jwt_secret_file), 0, 0},
+    {"jwt-public-key-file", OPT_STR, "", "FILES",
+     "comma list of PEM public keys (RSA for RS256/384/512, EC P-256/P-384 for ES256/ES384); "
+     "kid selects by file name",
+     FIELD(jwt_public_key_file), 0, 0},
+    {"jwt-allow-no-exp", OPT_BOOL, "false", "BOOL", "accept tokens without an exp claim",
+     FIELD(jwt_allow_no_exp), 0, 0},
+    {"jwt-leeway", OPT_DURATION, "30s", "DURATION", "clock skew tolerated for exp, nbf and iat",
+     FIELD(jwt_leeway_ms), 0, 3600000},
+    {"jwt-issuer", OPT_STR, "", "ISS", "required iss claim; empty: not checked", FIELD(jwt_issuer),
+     0, 0},
+    {"jwt-audience", OPT_STR, "", "AUD", "required aud claim (one of); empty: not checked",
+     FIELD(jwt_audience), 0, 0},
+    {"jwt-refresh-window", OPT_DURATION, "30s", "DURATION",
+     "send token_expiring this long before a connection's token expires", FIELD(jwt_refresh_window_ms),
+     0, 86400000},
     {"redis-url", OPT_REDIS_URL, "", "URL",
      "Redis for multi-node fan-out: redis://[[user]:password@]host[:port][/db], "
      "unix:///path[?db=N] or host:port; empty: the in-memory broker (one node)",
@@ -380,6 +404,9 @@ static const char *expectation(const opt_t *o, char *buf, size_t cap)
     case OPT_ORIGINS:
         snprintf(buf, cap, "a comma list of scheme://host[:port] origins, host may start with *.");
         break;
+    case OPT_SECRET:
+        snprintf(buf, cap, "a string");
+        break;
     }
     return buf;
 }
@@ -435,6 +462,7 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *text)
             return CHAT_EINVAL;
         break;
     case OPT_STR:
+    case OPT_SECRET:
         break;
     }
     free(*(char **)(void *)field);
@@ -448,7 +476,7 @@ static int apply(gw_config_t *cfg, const opt_t *o, const char *text, const char 
     if (set_value(cfg, o, text) == 0)
         return 0;
     env_name(o, env, sizeof(env));
-    if (o->kind == OPT_REDIS_URL) /* never echo the URL: it may hold a password */
+    if (o->kind == OPT_REDIS_URL || o->kind == OPT_SECRET) /* never echo: may hold a secret */
         fprintf(err, "chat-gateway: invalid value for --%s (%s) from %s: %s\n", o->name, env,
                 source, cfg->why ? cfg->why : "invalid URL");
     else

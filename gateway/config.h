@@ -31,6 +31,14 @@ typedef struct gw_config {
     uint64_t user_rate_limit, user_rate_burst; /* per user on this node; 0 = off */
     uint64_t send_queue_bytes;
     uint64_t write_timeout_ms;
+    /* identity (docs/auth.md) */
+    char *jwt_secret;          /* inline HS secret; never printed */
+    char *jwt_secret_file;     /* comma list */
+    char *jwt_public_key_file; /* comma list */
+    int jwt_allow_no_exp;
+    uint64_t jwt_leeway_ms;
+    char *jwt_issuer, *jwt_audience;
+    uint64_t jwt_refresh_window_ms;
     char *redis_url;            /* empty: the in-memory broker */
     char *redis_prefix;         /* channel prefix */
     uint64_t redis_timeout_ms;

@@ -26,17 +26,35 @@ static void notice(gw_session_t *s, chat_str_t room, const char *event)
         return;
     chat_buf_reset(&srv->json);
     chat_env_build_system(&srv->json, room, event, chat_str(s->user, s->user_len),
-                          chat_wall_ms());
+                          gw__session_name(s), chat_wall_ms());
     gw__publish(srv, room, CHAT_WIRE_SYSTEM, s, 1, 0);
 }
 
-void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid)
+/* The canonical room a client named (see gw__room_resolve); replies with an error and returns 0
+ * when it is invalid or (for_join) forbidden. */
+static int resolve(gw_session_t *s, chat_str_t name, int for_join, chat_str_t cid, char *buf,
+                   chat_str_t *room)
+{
+    int rc = gw__room_resolve(s, name, for_join, buf, room);
+    if (rc == CHAT_EBADREQ) {
+        reply_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
+        return 0;
+    }
+    if (rc == CHAT_EFORBIDDEN) {
+        s->srv->stats.auth_failures[GW_AUTHFAIL_FORBIDDEN]++;
+        reply_error(s, "forbidden", "you may not join this room", cid, *room);
+        return 0;
+    }
+    return 1;
+}
+
+void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid)
 {
     gw_member_t *m;
-    if (!chat_room_name_valid(room)) {
-        reply_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
+    char buf[CHAT_ROOM_NAME_MAX];
+    chat_str_t room;
+    if (!resolve(s, name, 1, cid, buf, &room))
         return;
-    }
     if (gw__room_membership(s, room) == NULL) {
         if (s->nrooms >= s->srv->cfg->max_rooms_per_conn) {
             reply_error(s, "room_limit", "too many rooms for this connection", cid, room);
@@ -53,13 +71,13 @@ void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid)
     gw__session_send_json(s);
 }
 
-static void leave(gw_session_t *s, chat_str_t room, chat_str_t cid)
+static void leave(gw_session_t *s, chat_str_t name, chat_str_t cid)
 {
     gw_member_t *m;
-    if (!chat_room_name_valid(room)) {
-        reply_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
+    char buf[CHAT_ROOM_NAME_MAX];
+    chat_str_t room;
+    if (!resolve(s, name, 0, cid, buf, &room))
         return;
-    }
     if ((m = gw__room_membership(s, room)) == NULL) {
         reply_error(s, "not_joined", "not a member of this room", cid, room);
         return;
@@ -85,7 +103,7 @@ void gw__dispatch_leave_all(gw_session_t *s)
 
 /* The room a chat or typing message is for: the given one (which must be joined), or the only
  * room of the connection. Replies with an error and returns 0 when there is none. */
-static int target_room(gw_session_t *s, const chat_env_in_t *in, chat_str_t *room)
+static int target_room(gw_session_t *s, const chat_env_in_t *in, char *buf, chat_str_t *room)
 {
     if (in->room.p == NULL) {
         if (s->nrooms != 1) {
@@ -99,15 +117,12 @@ static int target_room(gw_session_t *s, const chat_env_in_t *in, chat_str_t *roo
         *room = chat_str(m->room->name, m->room->name_len);
         return 1;
     }
-    if (!chat_room_name_valid(in->room)) {
-        reply_error(s, "bad_request", "invalid room name", in->cid, CHAT_STR_NULL);
+    if (!resolve(s, in->room, 0, in->cid, buf, room))
+        return 0;
+    if (gw__room_membership(s, *room) == NULL) {
+        reply_error(s, "not_joined", "not a member of this room", in->cid, *room);
         return 0;
     }
-    if (gw__room_membership(s, in->room) == NULL) {
-        reply_error(s, "not_joined", "not a member of this room", in->cid, in->room);
-        return 0;
-    }
-    *room = in->room;
     return 1;
 }
 
@@ -115,8 +130,8 @@ static void chat(gw_session_t *s, const chat_env_in_t *in)
 {
     gw_server_t *srv = s->srv;
     chat_str_t room;
-    char id[GW_ID_MAX + 32];
-    if (!target_room(s, in, &room))
+    char id[GW_ID_MAX + 32], buf[CHAT_ROOM_NAME_MAX];
+    if (!target_room(s, in, buf, &room))
         return;
     if (in->text.len == 0 || in->text.len > srv->cfg->max_text_bytes) {
         reply_error(s, "bad_request",
@@ -130,6 +145,7 @@ static void chat(gw_session_t *s, const chat_env_in_t *in)
         .room = room,
         .id = chat_str(id, (size_t)idlen),
         .user = chat_str(s->user, s->user_len),
+        .name = gw__session_name(s),
         .text = in->text,
         .ts = chat_wall_ms(),
     };
@@ -145,11 +161,42 @@ static void chat(gw_session_t *s, const chat_env_in_t *in)
 static void typing(gw_session_t *s, const chat_env_in_t *in)
 {
     chat_str_t room;
-    if (!target_room(s, in, &room))
+    char buf[CHAT_ROOM_NAME_MAX];
+    if (!target_room(s, in, buf, &room))
         return;
     chat_buf_reset(&s->srv->json);
-    chat_env_build_typing(&s->srv->json, room, chat_str(s->user, s->user_len));
+    chat_env_build_typing(&s->srv->json, room, chat_str(s->user, s->user_len),
+                          gw__session_name(s));
     gw__publish(s->srv, room, CHAT_WIRE_TYPING, s, 1, 0); /* best effort: no answer */
+}
+
+/* A new token for the same user: the connection keeps going with its claims and expiry. */
+static void refresh(gw_session_t *s, const chat_env_in_t *in)
+{
+    gw_identity_t id;
+    const char *reason;
+    if (!gw_auth_enabled(s->srv->auth) || s->ident.sub == NULL) {
+        reply_error(s, "bad_request", "this connection has no token to refresh", in->cid,
+                    CHAT_STR_NULL);
+        return;
+    }
+    if (gw_auth_verify(s->srv->auth, in->token, chat_wall_ms() / 1000, &id, &reason) != 0) {
+        s->srv->stats.auth_failures[GW_AUTHFAIL_INVALID]++;
+        reply_error(s, "invalid_token", "the new token is not valid; the current one still holds",
+                    in->cid, CHAT_STR_NULL);
+        return;
+    }
+    if (strcmp(id.sub, s->ident.sub) != 0) {
+        gw_identity_dispose(&id);
+        s->srv->stats.auth_failures[GW_AUTHFAIL_INVALID]++;
+        gw__session_close(s, GW_CLOSE_POLICY, "refresh for another user");
+        return;
+    }
+    gw__session_set_identity(s, &id);
+    gw__safety_rearm(s);
+    chat_buf_reset(&s->srv->json);
+    chat_env_build_refreshed(&s->srv->json, s->ident.has_exp ? s->ident.exp : 0);
+    gw__session_send_json(s);
 }
 
 static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
@@ -196,6 +243,9 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
             chat_env_build_pong(&s->srv->json);
             gw__session_send_json(s);
             break;
+        case CHAT_ENV_REFRESH:
+            refresh(s, &in);
+            break;
         }
     }
     chat_env_free(doc);
@@ -206,7 +256,8 @@ static void on_open(gw_session_t *s, const gw_upgrade_t *u)
 {
     gw_server_t *srv = s->srv;
     chat_buf_reset(&srv->json);
-    chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), srv->node,
+    chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), gw__session_name(s),
+                           srv->node,
                            chat_str(s->conn_name, s->conn_name_len));
     gw__session_send_json(s);
     if (u->route == GW_ROUTE_CHAT)

@@ -298,6 +298,72 @@ int gw_http_req_has_token(const gw_http_req_t *r, chat_str_t name, chat_str_t to
     return headers_have(r, name, token, 1);
 }
 
+static chat_str_t trim_ows(const char *p, size_t n)
+{
+    while (n > 0 && (*p == ' ' || *p == '\t')) {
+        p++;
+        n--;
+    }
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    return chat_str(p, n);
+}
+
+/* A "bearer.<token>" item of any Sec-WebSocket-Protocol header. */
+static int token_from_subprotocol(const gw_http_req_t *r, chat_str_t *token)
+{
+    const chat_str_t name = CHAT_LIT("sec-websocket-protocol");
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (!chat_str_caseeq(r->headers[i].name, name))
+            continue;
+        chat_str_t v = r->headers[i].value;
+        size_t start = 0;
+        for (size_t j = 0; j <= v.len; j++) {
+            if (j < v.len && v.p[j] != ',')
+                continue;
+            chat_str_t item = trim_ows(v.p + start, j - start);
+            if (item.len >= 7 && memcmp(item.p, "bearer.", 7) == 0) {
+                *token = chat_str(item.p + 7, item.len - 7);
+                return 1;
+            }
+            start = j + 1;
+        }
+    }
+    return 0;
+}
+
+/* The `token` parameter of the query string (taken as it is: a JWT needs no escaping). */
+static int token_from_query(const gw_http_req_t *r, chat_str_t *token)
+{
+    chat_str_t q = r->query;
+    size_t start = 0;
+    for (size_t j = 0; q.p != NULL && j <= q.len; j++) {
+        if (j < q.len && q.p[j] != '&')
+            continue;
+        if (j - start >= 6 && memcmp(q.p + start, "token=", 6) == 0) {
+            *token = chat_str(q.p + start + 6, j - start - 6);
+            return 1;
+        }
+        start = j + 1;
+    }
+    return 0;
+}
+
+gw_token_carrier_t gw_http_req_token(const gw_http_req_t *r, chat_str_t *token)
+{
+    *token = CHAT_STR_NULL;
+    if (token_from_subprotocol(r, token))
+        return GW_TOKEN_SUBPROTOCOL;
+    chat_str_t auth = gw_http_req_header(r, CHAT_LIT("authorization"));
+    if (auth.p != NULL && auth.len >= 7 && strncasecmp(auth.p, "bearer ", 7) == 0) {
+        *token = trim_ows(auth.p + 7, auth.len - 7);
+        return GW_TOKEN_HEADER;
+    }
+    if (token_from_query(r, token))
+        return GW_TOKEN_QUERY;
+    return GW_TOKEN_NONE;
+}
+
 static int b64_value(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z')

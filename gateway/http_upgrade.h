@@ -61,6 +61,17 @@ chat_str_t gw_http_req_header(const gw_http_req_t *r, chat_str_t name);
  * (case-insensitive, optional whitespace around items), else 0. */
 int gw_http_req_has_token(const gw_http_req_t *r, chat_str_t name, chat_str_t token);
 
+typedef enum gw_token_carrier {
+    GW_TOKEN_NONE = 0,
+    GW_TOKEN_SUBPROTOCOL, /* a "bearer.<token>" item in Sec-WebSocket-Protocol */
+    GW_TOKEN_HEADER,      /* Authorization: Bearer <token> (another scheme is not a carrier) */
+    GW_TOKEN_QUERY,       /* the query parameter token=<token> */
+} gw_token_carrier_t;
+
+/* Finds the credential in the first carrier present, in the order above (no fall-through: a
+ * present carrier decides even when its token is empty or invalid). *token points into r. */
+gw_token_carrier_t gw_http_req_token(const gw_http_req_t *r, chat_str_t *token);
+
 typedef enum gw_route {
     GW_ROUTE_DEMO = 1, /* plain GET / : serve the demo page */
     GW_ROUTE_WS,       /* upgrade on /ws */

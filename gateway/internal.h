@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "config.h"
 #include "conn.h"
+#include "auth.h"
 #include "http_upgrade.h"
 #include "list.h"
 #include "map.h"
@@ -29,6 +30,7 @@ enum gw_app_close_code {
     GW_CLOSE_IDLE_TIMEOUT = 4001,
     GW_CLOSE_SLOW_CONSUMER = 4002,
     GW_CLOSE_WRITE_TIMEOUT = 4003,
+    GW_CLOSE_TOKEN_EXPIRED = 4004,
 };
 
 /* Fixed buckets (docs/limits.md): typing and join have their own, per connection. */
@@ -54,12 +56,21 @@ typedef enum gw_out_kind {
     GW_OUT_DROPPABLE,   /* typing and system notices: dropped (and counted) when full */
 } gw_out_kind_t;
 
+typedef enum gw_authfail {
+    GW_AUTHFAIL_MISSING = 0, /* missing_token */
+    GW_AUTHFAIL_INVALID,     /* invalid_token (also a failed refresh) */
+    GW_AUTHFAIL_EXPIRED,     /* expired */
+    GW_AUTHFAIL_FORBIDDEN,   /* forbidden room */
+    GW_AUTHFAIL_N,
+} gw_authfail_t;
+
 /* Counters of one node; the metrics endpoint reads them. */
 typedef struct gw_stats {
     uint64_t dropped_queue_full;         /* typing/system frames dropped for a full send queue */
     uint64_t rate_limited[GW_BUCKET_N];  /* refusals by bucket */
     uint64_t closed_by_code[5000];       /* close frames we sent, by code (< 5000) */
     uint64_t handshake_rejected[600];    /* HTTP refusals by status */
+    uint64_t auth_failures[GW_AUTHFAIL_N];
 } gw_stats_t;
 
 /* One user's state shared by all its connections on this node. */
@@ -130,8 +141,12 @@ struct gw_session {
     chat_list_t link;         /* srv->session_list */
     size_t user_len, conn_name_len;
     char remote[64]; /* client address: the peer, or from X-Forwarded-For via a trusted proxy */
-    char user[GW_ID_MAX];
+    char *user;          /* owned: the token's sub, or guest-<node>-<n> */
+    gw_identity_t ident; /* the verified token's claims; ident.sub == NULL for guests */
+    uint64_t exp_mono_ms;    /* uv_now() time of exp (0: no expiry) */
+    int expiry_warned;       /* token_expiring sent for the current token */
     char conn_name[GW_ID_MAX];
+    char room_buf[CHAT_ROOM_NAME_MAX]; /* the canonical /chat/{room} during the handshake */
 };
 
 struct gw_server {
@@ -150,6 +165,7 @@ struct gw_server {
     size_t nopen;     /* sessions in GW_S_OPEN */
     gw_stats_t stats;
     broker_t *broker;
+    gw_auth_t *auth; /* owned; no keys: guests only */
     uint64_t next_session_id, next_msg_seq;
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json, wire; /* scratch buffers for building one message at a time */
@@ -166,6 +182,10 @@ void gw__session_close(gw_session_t *s, uint16_t code, const char *reason);
 /* Queues a frame to an open session (takes its own reference), within --send-queue-bytes: over
  * it, a droppable frame is dropped and counted, any other closes the session (4002). */
 void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind);
+/* The display name from s's token, or CHAT_STR_NULL. */
+chat_str_t gw__session_name(const gw_session_t *s);
+/* Replaces s's identity after a successful refresh (same sub); re-arms the expiry. */
+void gw__session_set_identity(gw_session_t *s, gw_identity_t *ident);
 /* Encodes srv->json as one text frame and queues it to s (GW_OUT_MUST). */
 void gw__session_send_json(gw_session_t *s);
 /* Rate limiting: 1 when the message may proceed (a token was taken from each bucket that applies),
@@ -183,6 +203,8 @@ void gw__session_on_published(gw_session_t *s, int status);
 /* Arms heartbeats, idle and write timeouts, and the backpressure threshold of an opened session. */
 void gw__safety_start(gw_session_t *s);
 void gw__safety_on_write_start(gw_session_t *s);
+/* Recomputes s's deadlines now (after its token changed). */
+void gw__safety_rearm(gw_session_t *s);
 /* Takes / drops s's reference to its user's shared state (per-user rate limit). */
 void gw__user_acquire(gw_session_t *s);
 void gw__user_release(gw_session_t *s);
@@ -194,6 +216,12 @@ void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid);
 void gw__dispatch_leave_all(gw_session_t *s);
 
 /* room.c */
+/* The canonical form of a room name a client sent (dm:<a>:<b> with the ids in byte order; other
+ * names unchanged) into *out (which may point into buf, CHAT_ROOM_NAME_MAX bytes), and, when
+ * for_join, whether s may join it: private: rooms need the token's rooms claim, dm: rooms must
+ * name s's own user id, guests may join neither. Returns 0, CHAT_EBADREQ (invalid name, malformed
+ * dm:) or CHAT_EFORBIDDEN. */
+int gw__room_resolve(gw_session_t *s, chat_str_t name, int for_join, char *buf, chat_str_t *out);
 gw_member_t *gw__room_membership(gw_session_t *s, chat_str_t name);
 /* Adds s to `name`, creating the room and subscribing the broker on the first local member.
  * Returns 0, or a broker error (nothing changed). */

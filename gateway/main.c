@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "err.h"
 #include "log.h"
 #include "server.h"
 
@@ -58,11 +59,13 @@ int main(int argc, char **argv)
     }
     app.loop = uv_default_loop();
     if ((rc = gw_server_start(&app.srv, app.loop, &cfg)) != 0) {
-        fprintf(stderr, "chat-gateway: cannot listen on %s: %s\n", cfg.listen, uv_strerror(rc));
+        if (rc != CHAT_EINVAL) /* CHAT_EINVAL: a configuration problem, already explained */
+            fprintf(stderr, "chat-gateway: cannot listen on %s: %s\n", cfg.listen,
+                    uv_strerror(rc));
         uv_run(app.loop, UV_RUN_DEFAULT);
         uv_loop_close(app.loop);
         gw_config_dispose(&cfg);
-        return 1;
+        return rc == CHAT_EINVAL ? 2 : 1;
     }
     uv_signal_init(app.loop, &app.sigterm);
     uv_signal_init(app.loop, &app.sigint);

@@ -6,8 +6,60 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "err.h"
 #include "internal.h"
 #include "log.h"
+
+/* dm:<a>:<b> -> the two ids; 0 or CHAT_EBADREQ */
+static int split_dm(chat_str_t name, chat_str_t *a, chat_str_t *b)
+{
+    chat_str_t rest = chat_str(name.p + 3, name.len - 3);
+    const char *colon = memchr(rest.p, ':', rest.len);
+    if (colon == NULL)
+        return CHAT_EBADREQ;
+    *a = chat_str(rest.p, (size_t)(colon - rest.p));
+    *b = chat_str(colon + 1, rest.len - a->len - 1);
+    if (a->len == 0 || b->len == 0 || memchr(b->p, ':', b->len) != NULL)
+        return CHAT_EBADREQ;
+    return 0;
+}
+
+static int str_less(chat_str_t x, chat_str_t y)
+{
+    size_t n = x.len < y.len ? x.len : y.len;
+    int c = memcmp(x.p, y.p, n);
+    return c < 0 || (c == 0 && x.len < y.len);
+}
+
+int gw__room_resolve(gw_session_t *s, chat_str_t name, int for_join, char *buf, chat_str_t *out)
+{
+    if (!chat_room_name_valid(name))
+        return CHAT_EBADREQ;
+    *out = name;
+    if (name.len > 3 && memcmp(name.p, "dm:", 3) == 0) {
+        chat_str_t a, b;
+        if (split_dm(name, &a, &b) != 0)
+            return CHAT_EBADREQ;
+        if (str_less(b, a)) { /* canonical: the two ids in byte order */
+            chat_str_t t = a;
+            a = b;
+            b = t;
+        }
+        memcpy(buf, "dm:", 3);
+        memcpy(buf + 3, a.p, a.len);
+        buf[3 + a.len] = ':';
+        memcpy(buf + 4 + a.len, b.p, b.len);
+        *out = chat_str(buf, name.len);
+        chat_str_t me = chat_str(s->user, s->user_len);
+        if (for_join && (s->ident.sub == NULL || (!chat_str_eq(me, a) && !chat_str_eq(me, b))))
+            return CHAT_EFORBIDDEN;
+        return 0;
+    }
+    if (for_join && name.len >= 8 && memcmp(name.p, "private:", 8) == 0 &&
+        (s->ident.sub == NULL || !gw_identity_may_join_private(&s->ident, name)))
+        return CHAT_EFORBIDDEN;
+    return 0;
+}
 
 gw_member_t *gw__room_membership(gw_session_t *s, chat_str_t name)
 {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "envelope.h"
 #include "internal.h"
 #include "log.h"
@@ -35,6 +36,13 @@ static uint64_t next_deadline(const gw_session_t *s)
         d = min_u64(d, s->last_app_ms + cfg->idle_timeout_ms);
     if (s->conn.writing)
         d = min_u64(d, s->conn.write_started_ms + cfg->write_timeout_ms);
+    if (s->exp_mono_ms) {
+        if (!s->expiry_warned)
+            d = min_u64(d, s->exp_mono_ms > cfg->jwt_refresh_window_ms
+                               ? s->exp_mono_ms - cfg->jwt_refresh_window_ms
+                               : 0);
+        d = min_u64(d, s->exp_mono_ms + cfg->jwt_leeway_ms);
+    }
     return d;
 }
 
@@ -65,6 +73,18 @@ static void on_deadline(uv_timer_t *t)
         gw__session_close(s, GW_CLOSE_WRITE_TIMEOUT, "write timeout: the client does not read");
         return;
     }
+    if (s->exp_mono_ms && now >= s->exp_mono_ms + cfg->jwt_leeway_ms) {
+        gw__session_close(s, GW_CLOSE_TOKEN_EXPIRED, "token expired: get a new token");
+        return;
+    }
+    if (s->exp_mono_ms && !s->expiry_warned &&
+        now + cfg->jwt_refresh_window_ms >= s->exp_mono_ms) {
+        s->expiry_warned = 1;
+        chat_buf_reset(&s->srv->json);
+        chat_env_build_token_expiring(&s->srv->json, (int64_t)(s->ident.exp * 1000 -
+                                                               chat_wall_ms()));
+        gw__session_send_json(s);
+    }
     if (!s->ping_sent_ms && now >= s->last_rx_ms + cfg->ping_interval_ms) {
         if (gw_ws_ping(s->ws) != 0)
             return;
@@ -80,6 +100,12 @@ void gw__safety_start(gw_session_t *s)
     s->ping_sent_ms = 0;
     gw_conn_set_pause_above(&s->conn, s->srv->cfg->send_queue_bytes / 2);
     arm(s, on_deadline);
+}
+
+void gw__safety_rearm(gw_session_t *s)
+{
+    if (s->state == GW_S_OPEN)
+        arm(s, on_deadline);
 }
 
 void gw__safety_on_write_start(gw_session_t *s)

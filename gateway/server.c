@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,33 @@ static void base36(uint64_t v, char *out, size_t cap)
     out[i] = '\0';
 }
 
+/* Loads the JWT keys. A key problem is a configuration error: CHAT_EINVAL (message on stderr). */
+static int open_auth(gw_server_t *srv)
+{
+    const gw_config_t *cfg = srv->cfg;
+    gw_auth_config_t ac;
+    char err[512];
+    gw_auth_t *auth = NULL;
+    gw_auth_config_init(&ac);
+    ac.secret = cfg->jwt_secret;
+    ac.secret_files = cfg->jwt_secret_file;
+    ac.public_key_files = cfg->jwt_public_key_file;
+    ac.allow_no_exp = cfg->jwt_allow_no_exp;
+    ac.leeway_s = cfg->jwt_leeway_ms / 1000;
+    ac.issuer = cfg->jwt_issuer[0] ? cfg->jwt_issuer : NULL;
+    ac.audience = cfg->jwt_audience[0] ? cfg->jwt_audience : NULL;
+    if (gw_auth_create(&auth, &ac, err, sizeof(err)) != 0) {
+        fprintf(stderr, "chat-gateway: %s\n", err);
+        return CHAT_EINVAL;
+    }
+    srv->auth = auth;
+    if (!gw_auth_enabled(auth))
+        chat_log(CHAT_LOG_WARN, "server",
+                 "no JWT key configured (--jwt-secret-file, --jwt-public-key-file): anyone can "
+                 "connect as a guest");
+    return 0;
+}
+
 static void free_server(gw_server_t *srv)
 {
     void (*cb)(void *) = srv->on_stopped;
@@ -82,6 +110,7 @@ static void free_server(gw_server_t *srv)
     chat_map_dispose(&srv->sessions);
     chat_map_dispose(&srv->rooms);
     chat_map_dispose(&srv->users);
+    gw_auth_free(srv->auth);
     chat_buf_free(&srv->json);
     chat_buf_free(&srv->wire);
     free(srv->readbuf.base);
@@ -134,6 +163,13 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     chat_map_init(&srv->sessions);
     chat_map_init(&srv->rooms);
     chat_map_init(&srv->users);
+    if ((rc = open_auth(srv)) != 0) {
+        chat_map_dispose(&srv->sessions);
+        chat_map_dispose(&srv->rooms);
+        chat_map_dispose(&srv->users);
+        free(srv);
+        return rc;
+    }
     srv->readbuf = uv_buf_init(chat_xmalloc(GW_READ_BUF_BYTES), GW_READ_BUF_BYTES);
     base36((uint64_t)chat_wall_ms(), srv->boot36, sizeof(srv->boot36));
     broker_handlers_t bh = {
@@ -151,6 +187,8 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     const char *why;
     if ((rc = broker_open(loop, &bc, &bh, &srv->broker, &why)) != 0) {
         chat_log(CHAT_LOG_ERROR, "server", "broker: %s", why ? why : chat_strerror(rc));
+        gw_auth_free(srv->auth);
+        chat_map_dispose(&srv->users);
         chat_map_dispose(&srv->sessions);
         chat_map_dispose(&srv->rooms);
         free(srv->readbuf.base);

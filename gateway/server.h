@@ -9,9 +9,10 @@
 
 typedef struct gw_server gw_server_t;
 
-/* Binds the listener and opens the broker. cfg is borrowed for the server's lifetime. Returns 0
- * and *out, or a negative error (nothing is left open; the loop may need one run to finish
- * closing handles). */
+/* Loads the JWT keys, opens the broker and binds the listener. cfg is borrowed for the server's
+ * lifetime. Returns 0 and *out, CHAT_EINVAL when a key cannot be used (the reason is printed on
+ * stderr: a configuration error), or another negative error (nothing is left open; the loop may
+ * need one run to finish closing handles). */
 int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg);
 /* Stops accepting, closes every session (open WebSockets get 1001), closes the broker, and calls
  * on_stopped once everything is closed; the server is freed right after. Idempotent. */

@@ -54,6 +54,8 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     gw_server_t *srv = s->srv;
     gw_ws_free(s->ws);
+    gw_identity_dispose(&s->ident);
+    free(s->user);
     if (s->req) {
         gw_http_req_dispose(s->req);
         free(s->req);
@@ -128,6 +130,30 @@ void gw__session_close(gw_session_t *s, uint16_t code, const char *reason)
         finish(s);
     } else if (s->state == GW_S_HANDSHAKE) {
         teardown(s);
+    }
+}
+
+chat_str_t gw__session_name(const gw_session_t *s)
+{
+    return s->ident.name ? chat_cstr(s->ident.name) : CHAT_STR_NULL;
+}
+
+void gw__session_set_identity(gw_session_t *s, gw_identity_t *ident)
+{
+    if (s->ident.sub == NULL) { /* first identity: the user id becomes the token's sub */
+        free(s->user);
+        s->user_len = strlen(ident->sub);
+        s->user = chat_xstrndup(ident->sub, s->user_len);
+    }
+    gw_identity_dispose(&s->ident);
+    s->ident = *ident; /* takes ownership */
+    memset(ident, 0, sizeof(*ident));
+    s->expiry_warned = 0;
+    s->exp_mono_ms = 0;
+    if (s->ident.has_exp) {
+        int64_t left = s->ident.exp * 1000 - chat_wall_ms();
+        uint64_t now = uv_now(s->srv->loop);
+        s->exp_mono_ms = left > 0 ? now + (uint64_t)left : now;
     }
 }
 
@@ -251,6 +277,57 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     srv->app->on_open(s, u);
 }
 
+static void refuse_auth(gw_session_t *s, int status, gw_authfail_t why, const char *error,
+                        const char *message)
+{
+    s->srv->stats.auth_failures[why]++;
+    refuse(s, status, error, message);
+}
+
+/* With keys configured: the token of the first carrier present must verify (401 otherwise); it
+ * becomes s's identity. Returns 1 to go on. */
+static int authenticate(gw_session_t *s)
+{
+    chat_str_t token;
+    const char *reason = NULL;
+    if (!gw_auth_enabled(s->srv->auth))
+        return 1;
+    if (gw_http_req_token(s->req, &token) == GW_TOKEN_NONE) {
+        refuse_auth(s, 401, GW_AUTHFAIL_MISSING, "missing_token",
+                    "a token is required: subprotocol bearer.<token>, Authorization: Bearer, "
+                    "or ?token=");
+        return 0;
+    }
+    gw_identity_t id;
+    if (gw_auth_verify(s->srv->auth, token, chat_wall_ms() / 1000, &id, &reason) != 0) {
+        int expired = reason != NULL && strcmp(reason, GW_AUTH_EXPIRED) == 0;
+        refuse_auth(s, 401, expired ? GW_AUTHFAIL_EXPIRED : GW_AUTHFAIL_INVALID,
+                    expired ? "expired" : "invalid_token",
+                    expired ? "the token has expired" : "the token is not valid");
+        return 0;
+    }
+    gw__session_set_identity(s, &id);
+    return 1;
+}
+
+/* /chat/{room}: the room must be one s may join (403 forbidden; 400 for a malformed dm: name).
+ * Rewrites u->room to its canonical form (kept in s->room_buf). */
+static int authorize_room(gw_session_t *s, gw_upgrade_t *u)
+{
+    if (u->route != GW_ROUTE_CHAT)
+        return 1;
+    int rc = gw__room_resolve(s, u->room, 1, s->room_buf, &u->room);
+    if (rc == CHAT_EBADREQ) {
+        refuse(s, 400, "bad_request", "malformed direct room name (dm:<user>:<user>)");
+        return 0;
+    }
+    if (rc == CHAT_EFORBIDDEN) {
+        refuse_auth(s, 403, GW_AUTHFAIL_FORBIDDEN, "forbidden", "you may not join this room");
+        return 0;
+    }
+    return 1;
+}
+
 static void handshake_input(gw_session_t *s, const char *p, size_t n)
 {
     gw_upgrade_t u;
@@ -291,6 +368,8 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
         refuse(s, 403, "forbidden_origin", "this Origin may not open WebSockets here");
         return;
     }
+    if (!authenticate(s) || !authorize_room(s, &u))
+        return;
     if (s->srv->cfg->max_connections && s->srv->nopen >= s->srv->cfg->max_connections) {
         refuse(s, 503, "unavailable", "too many connections on this node, retry later");
         return;
@@ -388,8 +467,10 @@ void gw__session_accept(gw_server_t *srv)
     chat_list_init(&s->rooms);
     chat_list_init(&s->pending_pubs);
     chat_list_init(&s->link);
-    s->user_len = (size_t)snprintf(s->user, sizeof(s->user), "guest-%.*s-%" PRIu64,
+    char guest[GW_ID_MAX];
+    s->user_len = (size_t)snprintf(guest, sizeof(guest), "guest-%.*s-%" PRIu64,
                                    (int)srv->node.len, srv->node.p, s->id);
+    s->user = chat_xstrndup(guest, s->user_len);
     s->conn_name_len = (size_t)snprintf(s->conn_name, sizeof(s->conn_name), "%.*s-%" PRIu64,
                                         (int)srv->node.len, srv->node.p, s->id);
     gw_conn_init(&s->conn, srv->loop, &srv->flush_list, &srv->readbuf, &s->conn_h);

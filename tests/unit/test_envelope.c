@@ -679,7 +679,7 @@ static void test_build_welcome(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_welcome(&b, CHAT_LIT("alice"), CHAT_LIT("node-1"), CHAT_LIT("c42"));
+    chat_env_build_welcome(&b, CHAT_LIT("alice"), CHAT_STR_NULL, CHAT_LIT("node-1"), CHAT_LIT("c42"));
     assert_buf_eq(&b, "{\"type\":\"welcome\",\"user\":\"alice\",\"node\":\"node-1\","
                       "\"conn\":\"c42\"}");
     chat_buf_free(&b);
@@ -715,8 +715,8 @@ static void test_build_pong(void **state)
 static void test_build_chat(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
-    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("m1"), CHAT_LIT("bob"), CHAT_LIT("hi"),
-                         1700000000123};
+    chat_env_chat_t m = {.room = CHAT_LIT("r"), .id = CHAT_LIT("m1"), .user = CHAT_LIT("bob"),
+                         .text = CHAT_LIT("hi"), .ts = 1700000000123};
 
     chat_env_build_chat(&b, &m);
     assert_buf_eq(&b, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"m1\",\"user\":\"bob\","
@@ -727,7 +727,7 @@ static void test_build_chat(void **state)
 static void test_build_chat_extreme_ts(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
-    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), INT64_MIN};
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), INT64_MIN, CHAT_STR_NULL};
 
     chat_env_build_chat(&b, &m);
     assert_buf_eq(&b, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\","
@@ -753,7 +753,7 @@ static void test_build_typing(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_typing(&b, CHAT_LIT("r"), CHAT_LIT("bob"));
+    chat_env_build_typing(&b, CHAT_LIT("r"), CHAT_LIT("bob"), CHAT_STR_NULL);
     assert_buf_eq(&b, "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"bob\"}");
     chat_buf_free(&b);
 }
@@ -762,7 +762,7 @@ static void test_build_system(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_system(&b, CHAT_LIT("r"), "join", CHAT_LIT("bob"), 5);
+    chat_env_build_system(&b, CHAT_LIT("r"), "join", CHAT_LIT("bob"), CHAT_STR_NULL, 5);
     assert_buf_eq(&b, "{\"type\":\"system\",\"room\":\"r\",\"event\":\"join\","
                       "\"user\":\"bob\",\"ts\":5}");
     chat_buf_free(&b);
@@ -841,7 +841,7 @@ static void test_build_null_required_string_is_empty(void **state)
     chat_buf_t b = CHAT_BUF_INIT;
 
     chat_env_build_ack(&b, CHAT_STR_NULL, CHAT_LIT("r"), CHAT_LIT("m"));
-    chat_env_build_system(&b, CHAT_LIT("r"), NULL, CHAT_LIT("u"), 0);
+    chat_env_build_system(&b, CHAT_LIT("r"), NULL, CHAT_LIT("u"), CHAT_STR_NULL, 0);
     assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"\",\"room\":\"r\",\"id\":\"m\"}"
                       "{\"type\":\"system\",\"room\":\"r\",\"event\":\"\",\"user\":\"u\","
                       "\"ts\":0}");
@@ -939,7 +939,7 @@ static void test_roundtrip_chat_through_cjson(void **state)
     n += 8;
     text[n] = '\0';
     chat_env_chat_t m = {CHAT_LIT("room \"1\""), CHAT_LIT("id\\1"), CHAT_LIT("\xf0\x9f\x98\x80"),
-                         chat_str(text, n), 1700000000123};
+                         chat_str(text, n), 1700000000123, CHAT_STR_NULL};
     chat_env_build_chat(&b, &m);
 
     cJSON *j = cjson_of(&b);
@@ -974,10 +974,10 @@ static void test_roundtrip_error_through_cjson(void **state)
 static void test_roundtrip_each_builder_is_valid_json(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
-    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), -1};
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), -1, CHAT_STR_NULL};
     cJSON *j;
 
-    chat_env_build_welcome(&b, CHAT_LIT("u\n"), CHAT_LIT("n"), CHAT_LIT("c"));
+    chat_env_build_welcome(&b, CHAT_LIT("u\n"), CHAT_STR_NULL, CHAT_LIT("n"), CHAT_LIT("c"));
     j = cjson_of(&b);
     assert_json_str(j, "user", "u\n");
     assert_json_str(j, "conn", "c");
@@ -991,7 +991,7 @@ static void test_roundtrip_each_builder_is_valid_json(void **state)
     cJSON_Delete(j);
 
     chat_buf_reset(&b);
-    chat_env_build_system(&b, CHAT_LIT("r"), "leave", CHAT_LIT("u"), 7);
+    chat_env_build_system(&b, CHAT_LIT("r"), "leave", CHAT_LIT("u"), CHAT_STR_NULL, 7);
     j = cjson_of(&b);
     assert_json_str(j, "event", "leave");
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(j, "ts")->valueint, 7);
@@ -1016,7 +1016,7 @@ static void test_roundtrip_chat_through_own_parser(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
     chat_env_chat_t m = {CHAT_LIT("r\"x"), CHAT_LIT("i"), CHAT_LIT("u"),
-                         CHAT_LIT("a\\b\n\x01\xc3\xa9"), 3};
+                         CHAT_LIT("a\\b\n\x01\xc3\xa9"), 3, CHAT_STR_NULL};
     chat_env_in_t in;
     cJSON *doc = NULL;
 
@@ -1027,6 +1027,56 @@ static void test_roundtrip_chat_through_own_parser(void **state)
     assert_chat_str(in.text, "a\\b\n\x01\xc3\xa9");
     chat_env_free(doc);
     chat_buf_free(&b);
+}
+
+static void test_build_identity_with_name(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_build_welcome(&b, CHAT_LIT("alice"), CHAT_LIT("Alice A."), CHAT_LIT("n"), CHAT_LIT("c"));
+    assert_buf_eq(&b, "{\"type\":\"welcome\",\"user\":\"alice\",\"name\":\"Alice A.\","
+                        "\"node\":\"n\",\"conn\":\"c\"}");
+    chat_buf_reset(&b);
+    chat_env_build_typing(&b, CHAT_LIT("r"), CHAT_LIT("u"), CHAT_LIT("N"));
+    assert_buf_eq(&b, "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",\"name\":\"N\"}");
+    chat_buf_reset(&b);
+    chat_env_chat_t m = {.room = CHAT_LIT("r"), .id = CHAT_LIT("1"), .user = CHAT_LIT("u"),
+                         .name = CHAT_LIT("N"), .text = CHAT_LIT("hi"), .ts = 3};
+    chat_env_build_chat(&b, &m);
+    assert_buf_eq(&b, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"1\","
+                                       "\"user\":\"u\",\"name\":\"N\",\"text\":\"hi\",\"ts\":3}");
+    chat_buf_reset(&b);
+    chat_env_build_system(&b, CHAT_LIT("r"), "join", CHAT_LIT("u"), CHAT_LIT("N"), 4);
+    assert_buf_eq(&b, "{\"type\":\"system\",\"room\":\"r\",\"event\":"
+                                       "\"join\",\"user\":\"u\",\"name\":\"N\",\"ts\":4}");
+    chat_buf_free(&b);
+}
+
+static void test_build_token_messages(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_build_token_expiring(&b, 29500);
+    assert_buf_eq(&b, "{\"type\":\"system\",\"event\":\"token_expiring\",\"ttl_ms\":29500}");
+    chat_buf_reset(&b);
+    chat_env_build_refreshed(&b, 1764400000);
+    assert_buf_eq(&b, "{\"type\":\"refreshed\",\"exp\":1764400000}");
+    chat_buf_free(&b);
+}
+
+static void test_parse_refresh(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    assert_int_equal(parse("{\"type\":\"refresh\",\"token\":\"a.b.c\"}", &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_REFRESH);
+    assert_int_equal(in.token.len, 5);
+    assert_memory_equal(in.token.p, "a.b.c", 5);
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse("{\"type\":\"refresh\"}", &in, &doc), CHAT_EBADREQ);
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse("{\"type\":\"refresh\",\"token\":5}", &in, &doc), CHAT_EBADREQ);
+    chat_env_free(doc);
 }
 
 int main(void)
@@ -1044,6 +1094,9 @@ int main(void)
         cmocka_unit_test(test_parse_number_is_badjson),
         cmocka_unit_test(test_parse_null_literal_is_badjson),
         cmocka_unit_test(test_parse_deep_nesting_is_badreq),
+        cmocka_unit_test(test_build_identity_with_name),
+        cmocka_unit_test(test_build_token_messages),
+        cmocka_unit_test(test_parse_refresh),
         cmocka_unit_test(test_parse_depth_16_passes_17_refused),
         cmocka_unit_test(test_parse_64_keys_pass_65_refused),
         cmocka_unit_test(test_parse_type_missing_is_badreq),
