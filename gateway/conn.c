@@ -2,6 +2,7 @@
 #include "conn.h"
 
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -247,8 +248,16 @@ void gw_conn_abort(gw_conn_t *c)
     drop_ring(c);
 }
 
-void gw_conn_close_handle(gw_conn_t *c, uv_close_cb cb)
+void gw_conn_close_handle(gw_conn_t *c, uv_close_cb cb, int reset)
 {
+    uv_os_fd_t fd;
+    /* With bytes still unsent (a client that stopped reading), a normal close would leave the FIN
+     * and the kernel's buffer behind data the client never reads: send a RST instead
+     * (SO_LINGER 0, what uv_tcp_close_reset does, but allowed after a uv_shutdown too). */
+    if (reset && (c->writing || c->ring_count) && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        struct linger l = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    }
     gw_conn_abort(c);
     /* In-flight write callbacks run with UV_ECANCELED before cb and release their frames. */
     uv_close((uv_handle_t *)&c->tcp, cb);

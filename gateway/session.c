@@ -86,7 +86,8 @@ static void detach(gw_session_t *s)
     }
 }
 
-static void teardown(gw_session_t *s)
+/* reset: the peer did not finish closing in time; drop what it did not read with a RST */
+static void teardown_ex(gw_session_t *s, int reset)
 {
     if (s->state == GW_S_CLOSED)
         return;
@@ -102,13 +103,18 @@ static void teardown(gw_session_t *s)
     set_state(s, GW_S_CLOSED);
     s->pending_closes = 2;
     uv_timer_stop(&s->timer);
-    gw_conn_close_handle(&s->conn, on_handle_closed);
+    gw_conn_close_handle(&s->conn, on_handle_closed, reset);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}
+
+static void teardown(gw_session_t *s)
+{
+    teardown_ex(s, 0);
 }
 
 static void on_linger_timeout(uv_timer_t *t)
 {
-    teardown(t->data);
+    teardown_ex(t->data, 1);
 }
 
 /* Writes what is queued, then waits (bounded) for the peer to close. */

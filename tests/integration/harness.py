@@ -211,3 +211,55 @@ def start_gateway(workdir, args=(), node_id="t1", env=None, listen=True, port=No
             break
     pytest.fail(f"gateway exited during start-up with code {proc.returncode}\n"
                 f"argv: {argv}\nstderr:\n{last_err[-4000:]}", pytrace=False)
+
+
+# ---- helpers for the connection-safety tests (test_limits_*.py and friends) ---------------------
+
+_HELP_TEXT = None
+
+
+def gateway_help():
+    """The binary's --help text (cached)."""
+    global _HELP_TEXT
+    if _HELP_TEXT is None:
+        p = subprocess.run([require_bin(), "--help"], stdin=subprocess.DEVNULL,
+                           capture_output=True, env=gateway_env(), timeout=10 * TIMEOUT_SCALE)
+        _HELP_TEXT = p.stdout.decode(errors="replace")
+    return _HELP_TEXT
+
+
+def require_options(*options):
+    """Fails the calling test (not a skip) with a clear message when the binary does not know one
+    of `options` (checked against its --help)."""
+    import pytest
+
+    missing = [o for o in options if o not in gateway_help()]
+    if missing:
+        pytest.fail(f"the gateway binary {gateway_bin()} does not know {', '.join(missing)} "
+                    "(not in its --help)", pytrace=False)
+
+
+def run_expect_exit(args, env=None, port=None, timeout=None):
+    """Runs the gateway expecting it to refuse to start. While it runs, checks (bounded) that
+    `port` never accepts a connection. Returns (exit code, stderr text, accepted?); kills it and
+    fails the test if it keeps running."""
+    import pytest
+
+    timeout = timeout or 10.0 * TIMEOUT_SCALE
+    proc = subprocess.Popen([require_bin(), *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=gateway_env(env))
+    accepted = False
+    deadline = time.monotonic() + timeout
+    for _ in range(100000):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            break
+        if port is not None and port_accepts(port, timeout=0.05):
+            accepted = True
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=5)
+        pytest.fail(f"{args} {env}: the gateway kept running (expected it to refuse to start)",
+                    pytrace=False)
+    _, err = proc.communicate(timeout=5)
+    return proc.returncode, err.decode(errors="replace"), accepted

@@ -151,10 +151,18 @@ class RawWS:
     """Blocking raw WebSocket client. open() does the handshake and keeps any bytes after the
     101 head as the start of the frame stream."""
 
-    def __init__(self, port, timeout=TIMEOUT):
+    def __init__(self, port, timeout=TIMEOUT, rcvbuf=None):
+        """rcvbuf: SO_RCVBUF set before connecting (a small one makes a client that stops
+        reading fill up fast)."""
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if rcvbuf is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
         self.buf = b""
         self.response = None
 
@@ -252,6 +260,26 @@ class RawWS:
                 return
         raise AssertionError("the gateway kept sending data")
 
+    def recv_close(self, timeout=None, max_frames=100, answer_pings=False):
+        """Reads frames until a close frame, which it does not answer. Returns (code, reason,
+        frames before it as (opcode, payload)); code None when the close frame had no code.
+        answer_pings: answer each ping with a pong carrying its payload."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        before = []
+        for _ in range(max_frames):
+            fin, rsv, op, payload = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if op == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                return code, payload[2:].decode("utf-8", "replace"), before
+            if op == OP_PING and answer_pings:
+                self.send_frame(OP_PONG, payload)
+            before.append((op, payload))
+        raise AssertionError(f"no close frame within {max_frames} frames")
+
+    def tcp_state(self):
+        """The kernel's TCP state of this socket (TCP_ESTABLISHED, TCP_CLOSE_WAIT, ...)."""
+        return tcp_state(self.sock)
+
     def close(self):
         self.sock.close()
 
@@ -260,3 +288,32 @@ class RawWS:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---- helpers for the connection-safety tests ---------------------------------------------------
+
+TCP_ESTABLISHED, TCP_CLOSE, TCP_CLOSE_WAIT = 1, 7, 8
+TCP_STATE_NAMES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+                   6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+                   11: "CLOSING"}
+
+
+def tcp_state(sock):
+    """tcpi_state from TCP_INFO (Linux): whether the peer's FIN (CLOSE_WAIT) or reset (CLOSE)
+    arrived, without reading the data that is still queued before it."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def check_json_refusal(resp, status, error):
+    """What a refused client sees: `status`, Connection: close, a JSON body
+    {"error": error, "message": non-empty}, and the connection closed by the gateway."""
+    assert resp.status == status, f"expected {status} {error}, got {resp}"
+    assert "close" in resp.header_tokens("connection"), f"no Connection: close in {resp}"
+    assert (resp.header("content-type") or "").startswith("application/json"), resp
+    body = resp.json()
+    assert isinstance(body, dict), resp
+    assert body.get("error") == error, f"expected error {error!r}, body {body}"
+    assert isinstance(body.get("message"), str) and body["message"], f"body {body}"
+    assert resp.closed, "the gateway did not close the connection after the refusal"
+    assert resp.header("sec-websocket-accept") is None, resp
+    return body
