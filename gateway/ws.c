@@ -9,27 +9,133 @@
 #include "alloc.h"
 #include "err.h"
 
+/* wslay 1.1.1 checks the UTF-8 of a close frame's reason per read chunk, restarting 2 bytes into
+ * every chunk: a close frame split across reads is judged wrongly (a valid reason refused, an
+ * invalid one echoed back). So the input handed to wslay never splits a close frame: a small
+ * tracker follows the frame boundaries of the stream, and the bytes of a close frame (at most
+ * 2 + 4 + 125) are held back until the whole frame can be handed over in one read. wslay reads
+ * into an empty (or nearly empty) 4 KiB buffer whenever it asks, so the frame arrives whole. */
+#define HOLD_MAX (2 + 4 + 125)
+
+typedef struct frame_tracker {
+    unsigned char hdr[14]; /* header bytes of the current frame seen so far */
+    unsigned hlen, hneed;  /* hneed: full header length once known (0: not yet) */
+    uint64_t payload_left; /* after the header */
+    int passthrough;       /* a close frame went through: nothing after it matters */
+} frame_tracker_t;
+
 struct gw_ws {
     wslay_event_context_ptr ctx;
     const gw_ws_handlers_t *h;
     const char *in; /* the bytes of the current gw_ws_feed() */
     size_t in_len;
+    unsigned char hold[HOLD_MAX]; /* the start of a close frame, held until complete */
+    size_t hold_len;
+    frame_tracker_t ft;
     unsigned closed_by_us : 1;
     uint16_t peer_code;
     uint16_t sent_code; /* code of a close frame we sent ourselves (not through wslay) */
 };
 
+/* ---- the input source: held bytes first, then the current feed ---- */
+
+static size_t src_avail(const gw_ws_t *ws)
+{
+    return ws->hold_len + ws->in_len;
+}
+
+static unsigned char src_peek(const gw_ws_t *ws, size_t i)
+{
+    return i < ws->hold_len ? ws->hold[i] : (unsigned char)ws->in[i - ws->hold_len];
+}
+
+static void src_take(gw_ws_t *ws, uint8_t *out, size_t n)
+{
+    size_t h = n < ws->hold_len ? n : ws->hold_len;
+    memcpy(out, ws->hold, h);
+    memmove(ws->hold, ws->hold + h, ws->hold_len - h);
+    ws->hold_len -= h;
+    memcpy(out + h, ws->in, n - h);
+    ws->in += n - h;
+    ws->in_len -= n - h;
+}
+
+/* Moves the rest of the feed into hold (it is the start of a close frame: < HOLD_MAX bytes). */
+static void src_hold_rest(gw_ws_t *ws)
+{
+    memcpy(ws->hold + ws->hold_len, ws->in, ws->in_len);
+    ws->hold_len += ws->in_len;
+    ws->in += ws->in_len;
+    ws->in_len = 0;
+}
+
+/* Follows one header byte; sets hneed and payload_left as they become known. */
+static void track_header_byte(frame_tracker_t *t, unsigned char c)
+{
+    t->hdr[t->hlen++] = c;
+    if (t->hlen == 2) {
+        unsigned len7 = t->hdr[1] & 0x7f;
+        t->hneed = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((t->hdr[1] & 0x80) ? 4 : 0);
+    }
+    if (t->hneed && t->hlen == t->hneed) {
+        unsigned len7 = t->hdr[1] & 0x7f;
+        uint64_t len = len7;
+        if (len7 == 126)
+            len = (uint64_t)t->hdr[2] << 8 | t->hdr[3];
+        else if (len7 == 127)
+            for (int i = 0; i < 8; i++)
+                len = i ? len << 8 | t->hdr[2 + i] : t->hdr[2];
+        t->payload_left = len;
+        t->hlen = t->hneed = 0;
+    }
+}
+
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
 {
     gw_ws_t *ws = ud;
-    if (ws->in_len == 0) {
+    frame_tracker_t *t = &ws->ft;
+    size_t n = 0;
+    while (n < len && src_avail(ws) > 0) {
+        if (t->passthrough) {
+            size_t k = len - n < src_avail(ws) ? len - n : src_avail(ws);
+            src_take(ws, buf + n, k);
+            n += k;
+        } else if (t->payload_left > 0) { /* inside a payload: hand over in bulk */
+            size_t k = src_avail(ws);
+            k = k < len - n ? k : len - n;
+            k = (uint64_t)k < t->payload_left ? k : (size_t)t->payload_left;
+            src_take(ws, buf + n, k);
+            n += k;
+            t->payload_left -= k;
+        } else if (t->hlen == 0 && (src_peek(ws, 0) & 0x0f) == WSLAY_CONNECTION_CLOSE) {
+            /* a close frame starts here: only whole, and at the start of a read */
+            if (n > 0)
+                break;
+            size_t total = 0;
+            if (src_avail(ws) >= 2) {
+                unsigned b1 = src_peek(ws, 1), len7 = b1 & 0x7f;
+                total = 2 + ((b1 & 0x80) ? 4 : 0) + (len7 <= 125 ? len7 : 0);
+            }
+            if (total == 0 || src_avail(ws) < total) {
+                src_hold_rest(ws);
+                break;
+            }
+            total = total < len ? total : len;
+            src_take(ws, buf, total);
+            n = total;
+            t->passthrough = 1;
+            break;
+        } else { /* a header byte of another frame */
+            uint8_t c;
+            src_take(ws, &c, 1);
+            buf[n++] = c;
+            track_header_byte(t, c);
+        }
+    }
+    if (n == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    size_t n = len < ws->in_len ? len : ws->in_len;
-    memcpy(buf, ws->in, n);
-    ws->in += n;
-    ws->in_len -= n;
     return (ssize_t)n;
 }
 

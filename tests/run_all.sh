@@ -5,13 +5,14 @@
 #   suites: unit (cmocka), integration (pytest + python3-websockets against the binary),
 #           browser (headless Chromium + playwright-core, normal build only)
 #           autobahn (the Autobahn WebSocket suite against an echo app on our WebSocket layer),
+#           fuzz (libFuzzer targets, clang build in build-fuzz, 20 s each),
 #           deploy (nginx -t, docker-compose config, Dockerfile lint, kustomize build)
 # CHAT_SKIP_APT=1 skips apt-get; CHAT_SUITES="unit integration" runs a subset.
 set -uo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash deploy/local/deps.sh test || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
-suites=${CHAT_SUITES:-unit integration autobahn browser deploy}
+suites=${CHAT_SUITES:-unit integration autobahn fuzz browser deploy}
 results=$(mktemp -d /tmp/chat-tests.XXXXXX)
 failed_build=0
 
@@ -50,6 +51,15 @@ if [[ " $suites " == *" browser "* ]]; then
     echo "browser two_tabs: pass" >"$results/browser.result"
   else
     echo "browser two_tabs: fail" >"$results/browser.result"
+  fi
+fi
+if [[ " $suites " == *" fuzz "* ]]; then
+  echo "== fuzz"
+  if CC=clang build build-fuzz -Dfuzz=true -Db_lundef=false -Db_sanitize=address,undefined \
+       -Dc_args=-fsanitize=fuzzer-no-link -Dwerror=true; then
+    bash tests/fuzz/run.sh build-fuzz "${CHAT_FUZZ_SECONDS:-20}" "$results/fuzz.result" 2>&1 | tail -8
+  else
+    echo "fuzz build: fail" >"$results/fuzz.result"
   fi
 fi
 if [[ " $suites " == *" deploy "* ]]; then

@@ -964,6 +964,54 @@ static void test_peer_close_byte_at_a_time(void **state)
     assert_int_equal(gw_ws_peer_close_code(f->ws), 1000);
 }
 
+/* wslay 1.1.1 checks a close reason's UTF-8 per read chunk: ws.c must hand it the frame whole,
+ * so the verdict does not depend on how TCP split the bytes. */
+static void test_close_reason_split_valid_is_echoed(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t b = CHAT_BUF_INIT;
+    put_close(&b, 1000, "caf\xc3\xa9 \xe2\x82\xac");
+    for (size_t cut = 1; cut < b.len; cut++) {
+        fixture_reset(f);
+        feed(f, b.p, cut);
+        int rc = feed(f, b.p + cut, b.len - cut);
+        frame_t fr = expect_close_sent(f, 1000);
+        assert_int_equal(fr.len, b.len - 6); /* the reason came back whole */
+        assert_int_equal(rc, CHAT_ECLOSED);
+    }
+    chat_buf_free(&b);
+}
+
+static void test_close_reason_split_invalid_is_1007(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t b = CHAT_BUF_INIT;
+    put_close(&b, 1000, "ok\xff");
+    for (size_t cut = 1; cut < b.len; cut++) {
+        fixture_reset(f);
+        feed(f, b.p, cut);
+        feed(f, b.p + cut, b.len - cut);
+        expect_close_sent(f, 1007);
+    }
+    chat_buf_free(&b);
+}
+
+static void test_close_split_after_text_frame(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t b = CHAT_BUF_INIT;
+    put_simple(&b, OP_TEXT, "hello", 5);
+    put_close(&b, 1001, "\xc3\xa9");
+    for (size_t cut = 1; cut < b.len; cut++) {
+        fixture_reset(f);
+        feed(f, b.p, cut);
+        feed(f, b.p + cut, b.len - cut);
+        assert_int_equal(f->nmsgs, 1);
+        expect_close_sent(f, 1001);
+    }
+    chat_buf_free(&b);
+}
+
 static void test_peer_close_with_invalid_code_is_protocol_error(void **state)
 {
     static const uint16_t bad[] = {0, 999, 1004, 1005, 1006, 1016, 2999, 5000};
@@ -1207,6 +1255,9 @@ int main(void)
         T(test_peer_close_going_away),
         T(test_peer_close_without_code),
         T(test_peer_close_byte_at_a_time),
+        T(test_close_reason_split_valid_is_echoed),
+        T(test_close_reason_split_invalid_is_1007),
+        T(test_close_split_after_text_frame),
         T(test_peer_close_with_invalid_code_is_protocol_error),
         T(test_peer_close_with_one_byte_payload_is_protocol_error),
         T(test_peer_close_with_invalid_utf8_reason_closes_1007),
