@@ -36,7 +36,7 @@ int gw__room_resolve(gw_session_t *s, chat_str_t name, int for_join, char *buf, 
     if (!chat_room_name_valid(name))
         return CHAT_EBADREQ;
     *out = name;
-    if (name.len > 3 && memcmp(name.p, "dm:", 3) == 0) {
+    if (name.len >= 3 && memcmp(name.p, "dm:", 3) == 0) {
         chat_str_t a, b;
         if (split_dm(name, &a, &b) != 0)
             return CHAT_EBADREQ;

@@ -34,3 +34,25 @@ def gateway_factory(tmp_path):
 @pytest.fixture
 def gateway(gateway_factory):
     return gateway_factory()
+
+
+# ---- identity tests (test_auth_*.py) -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def auth_keys(tmp_path_factory):
+    """tokens.Keys: k1.key, k2.key (HS secrets), rsa1.pem, ec1.pem, ec384.pem in a temp dir,
+    generated once per session."""
+    import tokens
+
+    return tokens.Keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def token_leak_check(tmp_path):
+    """After the test (and after gateway_factory stopped its gateways, when this fixture is
+    set up first: autouse or usefixtures), no minted token, signature or secret may appear in
+    any gateway log under tmp_path."""
+    yield
+    import tokens
+
+    tokens.assert_no_leak(tmp_path)
