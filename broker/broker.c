@@ -38,7 +38,17 @@ int broker_unsubscribe(broker_t *b, chat_str_t topic)
 
 int broker_publish(broker_t *b, chat_str_t topic, chat_str_t data, uint64_t tag)
 {
-    return b->ops->publish(b, topic, data, tag);
+    int rc = b->ops->publish(b, topic, data, tag);
+    if (rc == 0)
+        b->stats.published++;
+    else
+        b->stats.publish_errors++;
+    return rc;
+}
+
+void broker_get_stats(const broker_t *b, broker_stats_t *out)
+{
+    *out = b->stats;
 }
 
 int broker_is_up(const broker_t *b)

@@ -55,6 +55,15 @@ int broker_unsubscribe(broker_t *b, chat_str_t topic);
 int broker_publish(broker_t *b, chat_str_t topic, chat_str_t data, uint64_t tag);
 /* 1 while the broker can take publications. */
 int broker_is_up(const broker_t *b);
+typedef struct broker_stats {
+    uint64_t reconnects;     /* times the link came back after being down */
+    uint64_t published;      /* publications the broker accepted (or took, without a tag) */
+    uint64_t received;       /* messages handed to on_message */
+    uint64_t publish_errors; /* publications refused at once or failed later */
+} broker_stats_t;
+
+/* Counters since open (for metrics). */
+void broker_get_stats(const broker_t *b, broker_stats_t *out);
 /* A short name for logs: "memory" or "redis". */
 const char *broker_kind(const broker_t *b);
 /* Stops everything: pending publications are dropped without callbacks (the caller is shutting

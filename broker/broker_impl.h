@@ -20,6 +20,7 @@ typedef struct broker_ops {
 struct broker {
     const broker_ops_t *ops;
     broker_handlers_t h;
+    broker_stats_t stats; /* implementations count reconnects, received and late failures */
 };
 
 extern const broker_ops_t broker_memory_ops;

@@ -5,7 +5,8 @@
  * - The wanted set holds the topics with local members; the subscriber link subscribes exactly
  *   those, and after every reconnect subscribes them all again, in batches.
  * - publish() answers on_published(tag) when Redis replied to the PUBLISH (0), or when the command
- *   failed or timed out (CHAT_EBROKER). While the publisher link is down it returns CHAT_EBROKER.
+ *   failed or timed out (CHAT_EBROKER). While either link is down it returns CHAT_EBROKER (without
+ *   the subscriber, this node's own members would miss what it acks).
  * - A canary: every second the node publishes to its own channel <prefix>node:<node id> and
  *   expects it back on the subscriber link. A canary not back within CANARY_LATE_MS marks the
  *   subscription unhealthy and forces the subscriber link to reconnect (a subscription that
@@ -45,7 +46,7 @@ typedef struct redis_broker {
     uint64_t canary_sent, canary_seen; /* sequence numbers */
     uint64_t canary_waiting_since;     /* uv_now() of the oldest canary not seen, 0 if none */
     int canary_ok;
-    int up;
+    int up, was_up;
     int closed;
 } redis_broker_t;
 
@@ -55,6 +56,9 @@ static void update_up(redis_broker_t *b)
     if (up == b->up)
         return;
     b->up = up;
+    if (up && b->was_up)
+        b->base.stats.reconnects++;
+    b->was_up |= up;
     if (b->base.h.on_link)
         b->base.h.on_link(b->base.h.ctx, up);
 }
@@ -120,7 +124,7 @@ static void resubscribe_all(redis_broker_t *b)
     chat_buf_free(&names);
     free(argv);
     free(lens);
-    chat_log(CHAT_LOG_INFO, "redis", "subscribed %zu room channels", total);
+    CHAT_LOG(CHAT_LOG_INFO, "redis subscribed", CHAT_KV_N("rooms", total));
 }
 
 static void on_pub_ready(void *ctx)
@@ -139,6 +143,10 @@ static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
     if (tag == 0 || b->closed)
         return;
     int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
+    if (!ok) {
+        b->base.stats.publish_errors++;
+        b->base.stats.published--; /* counted when it was sent */
+    }
     b->base.h.on_published(b->base.h.ctx, tag, ok ? 0 : CHAT_EBROKER);
 }
 
@@ -187,7 +195,7 @@ static void on_sub_push(void *ctx, redisReply *r)
         memcmp(ch.p + b->prefix_len, "room:", 5) != 0)
         return;
     chat_str_t topic = chat_str(ch.p + b->prefix_len + 5, ch.len - b->prefix_len - 5);
-    if (chat_map_get(&b->wanted, topic) != NULL)
+    if (chat_map_get(&b->wanted, topic) != NULL && ++b->base.stats.received)
         b->base.h.on_message(b->base.h.ctx, topic,
                              chat_str(r->element[2]->str, r->element[2]->len));
 }
@@ -201,8 +209,8 @@ static void on_canary_timer(uv_timer_t *t)
     /* Checked even while the publisher link is down: a canary sent before a stall must come
      * back in time, or the subscription is suspect too (its pushes may have stalled with it). */
     if (b->canary_waiting_since != 0 && now - b->canary_waiting_since >= CANARY_LATE_MS) {
-        chat_log(CHAT_LOG_WARN, "redis", "canary not back within %d ms: resubscribing",
-                 CANARY_LATE_MS);
+        CHAT_LOG(CHAT_LOG_WARN, "redis canary late: resubscribing",
+                 CHAT_KV_N("duration_ms", now - b->canary_waiting_since));
         b->canary_ok = 0;
         b->canary_waiting_since = 0;
         redis_link_reset(b->sub, "canary late");
@@ -284,7 +292,9 @@ static int redis_unsubscribe(broker_t *base, chat_str_t topic)
 static int redis_publish(broker_t *base, chat_str_t topic, chat_str_t data, uint64_t tag)
 {
     redis_broker_t *b = (redis_broker_t *)base;
-    if (b->closed)
+    /* Without the subscriber link this node's own members would miss the message (the sender's
+     * copy included) although the sender got its ack: refuse until both links are up. */
+    if (b->closed || !redis_link_ready(b->sub))
         return CHAT_EBROKER;
     chat_str_t ch = room_channel(b, topic);
     const char *argv[3] = {"PUBLISH", ch.p, data.p};

@@ -151,7 +151,8 @@ static void fail(redis_link_t *l, const char *why)
     link_state_t was = l->state;
     if (was == L_CLOSED || was == L_BACKOFF)
         return;
-    chat_log(CHAT_LOG_WARN, "redis", "%s link: %s", l->name ? l->name : "redis", why);
+    CHAT_LOG(CHAT_LOG_WARN, "redis link failed", CHAT_KV_C("link", l->name ? l->name : "redis"),
+             CHAT_KV_C("reason", why));
     l->state = L_BACKOFF;
     if (l->gai_pending)
         uv_cancel((uv_req_t *)&l->gai);
@@ -213,7 +214,7 @@ static void become_ready(redis_link_t *l)
     if (every > 250)
         every = 250;
     uv_timer_start(&l->timer, on_timer, every, every);
-    chat_log(CHAT_LOG_INFO, "redis", "%s link connected", l->name ? l->name : "redis");
+    CHAT_LOG(CHAT_LOG_INFO, "redis link connected", CHAT_KV_C("link", l->name ? l->name : "redis"));
     if (l->h.on_ready)
         l->h.on_ready(l->h.ctx);
 }

@@ -257,6 +257,13 @@ static size_t escape_at(const unsigned char *s, size_t n, size_t i, char *esc, s
 }
 
 /* Appends s as a JSON string literal; p == NULL is written as "". */
+static void put_str(chat_buf_t *b, chat_str_t s);
+
+void chat_env_put_string(chat_buf_t *b, chat_str_t s)
+{
+    put_str(b, s);
+}
+
 static void put_str(chat_buf_t *b, chat_str_t s)
 {
     const unsigned char *u;
@@ -424,6 +431,26 @@ void chat_env_build_rate_limited(chat_buf_t *out, uint64_t retry_after_ms, chat_
         put_str(out, cid);
     }
     PUT_LIT(out, "}");
+}
+
+void chat_env_build_readiness(chat_buf_t *out, int ready, const char *const *failed, size_t n)
+{
+    if (ready) {
+        PUT_LIT(out, "{\"ready\":true}");
+        return;
+    }
+    PUT_LIT(out, "{\"ready\":false,\"failed\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            PUT_LIT(out, ",");
+        put_cstr(out, failed[i]);
+    }
+    PUT_LIT(out, "]}");
+}
+
+void chat_env_build_health(chat_buf_t *out)
+{
+    PUT_LIT(out, "{\"status\":\"ok\"}");
 }
 
 void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *message)

@@ -90,6 +90,13 @@ void chat_env_build_error(chat_buf_t *out, const char *code, const char *message
                           chat_str_t room);
 /* {"type":"error","code":"rate_limited","message":..,"retry_after_ms":N[,"cid":..]} */
 void chat_env_build_rate_limited(chat_buf_t *out, uint64_t retry_after_ms, chat_str_t cid);
+/* {"ready":true} or {"ready":false,"failed":["broker","draining",...]} (names are static) */
+void chat_env_build_readiness(chat_buf_t *out, int ready, const char *const *failed, size_t n);
+/* {"status":"ok"} */
+void chat_env_build_health(chat_buf_t *out);
+/* Appends s as one JSON string literal (quotes included, escaped as RFC 8259 requires): for the
+ * log module, whose records are JSON too. */
+void chat_env_put_string(chat_buf_t *out, chat_str_t s);
 /* The body of an HTTP refusal: {"error":"<code>","message":"..."} */
 void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *message);
 

@@ -28,7 +28,6 @@
 #include "err.h"
 #include "log.h"
 
-#define LOG_TAG "auth"
 
 /* What a key can verify; an alg names exactly one kind. */
 typedef enum key_kind {
@@ -607,7 +606,7 @@ static int split_token(chat_str_t token, chat_str_t seg[3])
 static int refuse(int rc, const char *detail, const char **reason)
 {
     *reason = rc == CLAIMS_EXPIRED ? GW_AUTH_EXPIRED : GW_AUTH_INVALID;
-    chat_log(CHAT_LOG_DEBUG, LOG_TAG, "token refused: %s", detail ? detail : "?");
+    CHAT_LOG(CHAT_LOG_DEBUG, "token refused", CHAT_KV_C("reason", detail ? detail : "?"));
     return rc == CLAIMS_EXPIRED ? CHAT_EINVAL : rc;
 }
 

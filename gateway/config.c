@@ -31,6 +31,9 @@ typedef enum opt_kind {
     OPT_CIDRS,
     OPT_ORIGINS,
     OPT_SECRET, /* a string that is never echoed */
+    OPT_RATIO,  /* a number from 0 to 1 */
+    OPT_ADMIN,  /* HOST:PORT or empty */
+    OPT_ENUM,   /* one of the words in `meta` separated by | */
 } opt_kind_t;
 
 typedef struct opt {
@@ -122,6 +125,32 @@ static const opt_t options[] = {
     {"jwt-refresh-window", OPT_DURATION, "30s", "DURATION",
      "send token_expiring this long before a connection's token expires", FIELD(jwt_refresh_window_ms),
      0, 86400000},
+    {"admin-listen", OPT_ADMIN, "127.0.0.1:9090", "HOST:PORT",
+     "operators' listener: /healthz, /readyz, /metrics (never the public one); empty: none",
+     FIELD(admin_listen), 0, 0},
+    {"log-format", OPT_ENUM, "auto", "auto|json|text",
+     "log records on stdout: one JSON object per line, or text; auto: JSON unless stdout is a "
+     "terminal",
+     FIELD(log_format), 0, 0},
+    {"log-level", OPT_ENUM, "info", "error|warn|info|debug", "least severe level logged",
+     FIELD(log_level), 0, 0},
+    {"log-sample-messages", OPT_RATIO, "0.01", "RATIO",
+     "share of client messages logged (0.01 = 1 in 100), at most 100 records per second",
+     FIELD(log_sample_messages), 0, 0},
+    {"log-message-text", OPT_BOOL, "false", "BOOL",
+     "include the chat text in sampled message records (off: text never reaches the logs)",
+     FIELD(log_message_text), 0, 0},
+    {"drain-delay", OPT_DURATION, "5s", "DURATION",
+     "on SIGTERM: time between turning not-ready and closing connections (load balancers stop "
+     "routing meanwhile)",
+     FIELD(drain_delay_ms), 0, 600000},
+    {"drain-timeout", OPT_DURATION, "20s", "DURATION",
+     "on SIGTERM: the node has exited by then; connections are closed in batches spread over "
+     "what is left after the delay",
+     FIELD(drain_timeout_ms), 100, 3600000},
+    {"metrics-top-rooms", OPT_UINT, "50", "N",
+     "rooms with their own chat_room_messages_total series; the rest are summed as _other",
+     FIELD(metrics_top_rooms), 0, 10000},
     {"redis-url", OPT_REDIS_URL, "", "URL",
      "Redis for multi-node fan-out: redis://[[user]:password@]host[:port][/db], "
      "unix:///path[?db=N] or host:port; empty: the in-memory broker (one node)",
@@ -366,6 +395,20 @@ static const char *format_ms(uint64_t ms, char *buf, size_t cap)
     return buf;
 }
 
+/* 1 when word is one of the |-separated words of list */
+static int enum_has(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, '|');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncmp(p, word, n) == 0)
+            return 1;
+        p += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
 static const char *expectation(const opt_t *o, char *buf, size_t cap)
 {
     switch (o->kind) {
@@ -406,6 +449,15 @@ static const char *expectation(const opt_t *o, char *buf, size_t cap)
         break;
     case OPT_SECRET:
         snprintf(buf, cap, "a string");
+        break;
+    case OPT_RATIO:
+        snprintf(buf, cap, "a number from 0 to 1");
+        break;
+    case OPT_ADMIN:
+        snprintf(buf, cap, "HOST:PORT (numeric IPv4, [IPv6] or localhost) or empty");
+        break;
+    case OPT_ENUM:
+        snprintf(buf, cap, "one of %s", o->meta);
         break;
     }
     return buf;
@@ -459,6 +511,22 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *text)
         break;
     case OPT_ORIGINS:
         if (!origins_valid(text))
+            return CHAT_EINVAL;
+        break;
+    case OPT_RATIO: {
+        char *end;
+        double d = strtod(text, &end);
+        if (!isdigit((unsigned char)text[0]) || *end != '\0' || !(d >= 0.0 && d <= 1.0))
+            return CHAT_EINVAL;
+        *(double *)(void *)field = d;
+        return 0;
+    }
+    case OPT_ADMIN:
+        if (text[0] != '\0' && parse_addr(text, &cfg->admin_addr) != 0)
+            return CHAT_EINVAL;
+        break;
+    case OPT_ENUM:
+        if (!enum_has(o->meta, text))
             return CHAT_EINVAL;
         break;
     case OPT_STR:
@@ -587,6 +655,15 @@ gw_config_result_t gw_config_load(gw_config_t *cfg, int argc, char **argv, char 
     if (load_defaults(cfg, err) != 0 || load_env(cfg, envp, err) != 0)
         return GW_CONFIG_EXIT_BAD;
     gw_config_result_t r = load_args(cfg, argc, argv, out, err);
+    if (r == GW_CONFIG_OK && cfg->drain_delay_ms >= cfg->drain_timeout_ms) {
+        char a[24], b[24];
+        fprintf(err,
+                "chat-gateway: --drain-delay (CHAT_DRAIN_DELAY, %s) must be shorter than "
+                "--drain-timeout (CHAT_DRAIN_TIMEOUT, %s)\n",
+                format_ms(cfg->drain_delay_ms, a, sizeof(a)),
+                format_ms(cfg->drain_timeout_ms, b, sizeof(b)));
+        return GW_CONFIG_EXIT_BAD;
+    }
     if (r == GW_CONFIG_OK && cfg->pong_timeout_ms >= cfg->ping_interval_ms) {
         char a[24], b[24];
         fprintf(err,
@@ -603,7 +680,7 @@ void gw_config_dispose(gw_config_t *cfg)
 {
     for (size_t i = 0; i < NOPTIONS; i++)
         if (options[i].kind != OPT_UINT && options[i].kind != OPT_BOOL &&
-            options[i].kind != OPT_DURATION) {
+            options[i].kind != OPT_DURATION && options[i].kind != OPT_RATIO) {
             char **p = (char **)(void *)((char *)cfg + options[i].offset);
             free(*p);
             *p = NULL;

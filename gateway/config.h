@@ -39,6 +39,15 @@ typedef struct gw_config {
     uint64_t jwt_leeway_ms;
     char *jwt_issuer, *jwt_audience;
     uint64_t jwt_refresh_window_ms;
+    /* operability (docs/operations.md) */
+    char *admin_listen; /* empty: no admin listener */
+    struct sockaddr_storage admin_addr;
+    char *log_format;   /* "auto", "json", "text" */
+    char *log_level;    /* "error", "warn", "info", "debug" */
+    double log_sample_messages; /* 0..1 */
+    int log_message_text;
+    uint64_t drain_delay_ms, drain_timeout_ms;
+    uint64_t metrics_top_rooms;
     char *redis_url;            /* empty: the in-memory broker */
     char *redis_prefix;         /* channel prefix */
     uint64_t redis_timeout_ms;

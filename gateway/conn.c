@@ -128,9 +128,11 @@ void gw_conn_send_copy(gw_conn_t *c, const void *p, size_t n)
     chat_rcbuf_release(f);
 }
 
-static void release_inflight(gw_conn_t *c)
+static void release_inflight(gw_conn_t *c, int written)
 {
     for (unsigned i = 0; i < c->ninflight; i++) {
+        if (written)
+            c->bytes_out += c->inflight[i]->len;
         c->queued_bytes -= c->inflight[i]->len;
         chat_rcbuf_release(c->inflight[i]);
     }
@@ -172,7 +174,7 @@ static void on_write_done(uv_write_t *req, int status)
 {
     gw_conn_t *c = chat_container_of(req, gw_conn_t, write_req);
     c->writing = 0;
-    release_inflight(c);
+    release_inflight(c, status == 0);
     if (c->closed)
         return;
     if (status != 0) {
@@ -208,7 +210,7 @@ static void conn_flush(gw_conn_t *c)
     int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_write_done);
     if (rc != 0) { /* the callback will not run (libuv rule) */
         c->writing = 0;
-        release_inflight(c);
+        release_inflight(c, 0);
         end(c, rc);
         return;
     }

@@ -48,6 +48,7 @@ struct gw_conn {
     chat_rcbuf_t *inflight[GW_CONN_MAX_IOV];
     unsigned ninflight;
     size_t queued_bytes; /* ring + in flight, counted per connection */
+    uint64_t bytes_out;  /* written to the socket so far */
     size_t pause_above;  /* stop reading while queued_bytes exceeds this (0: never) */
     uint64_t write_started_ms;
     unsigned writing : 1, reading : 1, paused : 1, graceful : 1, shut : 1, ended : 1, closed : 1;

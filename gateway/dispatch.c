@@ -3,12 +3,14 @@
  * broker and answers. Every refusal is an `error` envelope; the connection stays open. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "envelope.h"
 #include "err.h"
 #include "internal.h"
+#include "log.h"
 
 static void reply_error(gw_session_t *s, const char *code, const char *message, chat_str_t cid,
                         chat_str_t room)
@@ -126,6 +128,28 @@ static int target_room(gw_session_t *s, const chat_env_in_t *in, char *buf, chat
     return 1;
 }
 
+/* Message-level records are sampled (--log-sample-messages) and capped per second; the text
+ * only with --log-message-text. */
+static void log_sampled(gw_session_t *s, chat_str_t room, const chat_env_in_t *in)
+{
+    gw_server_t *srv = s->srv;
+    const gw_config_t *cfg = srv->cfg;
+    if (cfg->log_sample_messages <= 0.0 || !chat_log_enabled(CHAT_LOG_INFO) ||
+        (double)rand() / RAND_MAX >= cfg->log_sample_messages)
+        return;
+    uint64_t sec = uv_now(srv->loop) / 1000;
+    if (sec != srv->log_second) {
+        srv->log_second = sec;
+        srv->log_in_second = 0;
+    }
+    if (++srv->log_in_second > GW_LOG_MESSAGES_PER_SECOND)
+        return;
+    CHAT_LOG(CHAT_LOG_INFO, "chat message", CHAT_KV_C("conn", s->conn_name),
+             CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_S("room", room),
+             CHAT_KV_N("bytes_in", in->text.len),
+             cfg->log_message_text ? CHAT_KV_S("text", in->text) : CHAT_KV_S(NULL, CHAT_STR_NULL));
+}
+
 static void chat(gw_session_t *s, const chat_env_in_t *in)
 {
     gw_server_t *srv = s->srv;
@@ -156,6 +180,8 @@ static void chat(gw_session_t *s, const chat_env_in_t *in)
         return;
     }
     gw__session_expect_published(s, room, in->cid, m.id);
+    gw__metrics_room_message(srv, room);
+    log_sampled(s, room, in);
 }
 
 static void typing(gw_session_t *s, const chat_env_in_t *in)
@@ -208,6 +234,7 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
     }
     struct cJSON *doc = NULL;
     int rc = chat_env_parse(p, n, &in, &doc);
+    s->srv->stats.received[rc == 0 ? in.type : 0]++;
     /* Typing and join have buckets of their own; every other message, errors included, takes a
      * token from the connection's and the user's message buckets. */
     gw_bucket_kind_t bucket = rc == 0 && in.type == CHAT_ENV_TYPING ? GW_BUCKET_TYPING

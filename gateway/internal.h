@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "config.h"
 #include "conn.h"
+#include "envelope.h"
 #include "auth.h"
 #include "http_upgrade.h"
 #include "list.h"
@@ -20,6 +21,8 @@
 #include "ws.h"
 
 #define GW_READ_BUF_BYTES  65536
+#define GW_LATENCY_BUCKETS 14
+#define GW_LOG_MESSAGES_PER_SECOND 100 /* cap of sampled message records */
 #define GW_CLOSE_LINGER_MS 5000 /* after our close frame, the TCP connection is dropped by then */
 #define GW_STOP_LINGER_MS  2000 /* the same while the server stops */
 #define GW_ID_MAX          96   /* user and connection ids: "guest-" + node id + number */
@@ -71,6 +74,9 @@ typedef struct gw_stats {
     uint64_t closed_by_code[5000];       /* close frames we sent, by code (< 5000) */
     uint64_t handshake_rejected[600];    /* HTTP refusals by status */
     uint64_t auth_failures[GW_AUTHFAIL_N];
+    uint64_t connections_opened, connections_closed;
+    uint64_t received[CHAT_ENV_REFRESH + 1]; /* client messages by type; [0]: invalid */
+    uint64_t delivered[3];                   /* frames queued: chat, typing, system */
 } gw_stats_t;
 
 /* One user's state shared by all its connections on this node. */
@@ -138,7 +144,11 @@ struct gw_session {
     uint64_t last_rx_ms;  /* uv_now() of the last bytes from the client */
     uint64_t last_app_ms; /* of the last application message */
     uint64_t ping_sent_ms; /* of our outstanding ping; 0: none */
-    chat_list_t link;         /* srv->session_list */
+    uint64_t opened_ms;    /* uv_now() of the upgrade */
+    uint64_t bytes_in;     /* from the client, handshake included */
+    const char *close_reason; /* static: why we closed (NULL: the client did, or the TCP link) */
+    chat_list_t link;         /* srv->session_list (until closing starts) */
+    chat_list_t all_link;     /* srv->all_sessions (until teardown) */
     size_t user_len, conn_name_len;
     char remote[64]; /* client address: the peer, or from X-Forwarded-For via a trusted proxy */
     char *user;          /* owned: the token's sub, or guest-<node>-<n> */
@@ -159,6 +169,7 @@ struct gw_server {
     uv_buf_t readbuf; /* loop-wide read buffer lent to every connection */
     chat_map_t sessions;      /* 8-byte id -> gw_session_t */
     chat_list_t session_list; /* every session, for shutdown */
+    chat_list_t all_sessions; /* every session not yet torn down (forced stop) */
     size_t nsessions;
     chat_map_t rooms; /* name -> gw_room_t (rooms with local members) */
     chat_map_t users; /* user id -> gw_user_t (users with open connections) */
@@ -170,13 +181,31 @@ struct gw_server {
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json, wire; /* scratch buffers for building one message at a time */
     const gw_app_t *app;
+    int draining;      /* SIGTERM seen: not ready, new upgrades get 503 */
     int stopping, stop_finished, listener_open, pending_closes;
+    /* drain.c */
+    uv_timer_t drain_timer, drain_deadline;
+    int drain_timers_open;
+    size_t drain_batch;
+    /* admin.c */
+    uv_tcp_t admin;
+    int admin_open;
+    /* metrics.c */
+    chat_map_t top_rooms; /* room -> gw_room_count_t, at most --metrics-top-rooms */
+    uint64_t top_other;
+    uv_timer_t top_sweep;
+    uint64_t latency_buckets[GW_LATENCY_BUCKETS + 1]; /* the last one: +Inf */
+    uint64_t latency_count;
+    double latency_sum_s;
+    uint64_t log_second, log_in_second; /* sampled message records in the current second */
     void (*on_stopped)(void *ctx);
     void *on_stopped_ctx;
 };
 
 /* session.c */
 void gw__session_accept(gw_server_t *srv);
+/* Drops s at once (RST if bytes are still unsent): the drain's deadline. */
+void gw__session_teardown(gw_session_t *s);
 /* Closes an open session with a WebSocket close frame (code, reason); other states tear down. */
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason);
 /* Queues a frame to an open session (takes its own reference), within --send-queue-bytes: over
@@ -236,6 +265,32 @@ void gw__room_deliver(gw_server_t *srv, chat_str_t room, chat_str_t data);
  * result. */
 int gw__publish(gw_server_t *srv, chat_str_t room, chat_wire_kind_t kind, gw_session_t *origin,
                 int exclude_origin, uint64_t tag);
+/* Close callback of the server's own handles (data = srv). */
+void gw__server_handle_closed(uv_handle_t *h);
+/* Closes the listener and every session at once (1001), then the broker; on_stopped follows. */
+void gw__server_shutdown(gw_server_t *srv);
+
+/* drain.c */
+void gw__drain_init(gw_server_t *srv);
+void gw__drain_cancel(gw_server_t *srv);
+
+/* admin.c: the operators' listener (--admin-listen): /healthz, /readyz, /metrics */
+int gw__admin_open(gw_server_t *srv);
+void gw__admin_close(gw_server_t *srv);
+/* 1 when the node should get traffic; else 0 and the failed conditions in failed[] (static
+ * names: "broker", "draining", "capacity"). */
+int gw__server_ready(const gw_server_t *srv, const char **failed, size_t *nfailed);
+
+/* metrics.c */
+void gw__metrics_init(gw_server_t *srv);
+void gw__metrics_close(gw_server_t *srv);
+/* A chat message published from this node to room (chat_room_messages_total). */
+void gw__metrics_room_message(gw_server_t *srv, chat_str_t room);
+/* From a message's publish time (origin node) to its hand-off to local sockets. */
+void gw__metrics_observe_latency(gw_server_t *srv, int64_t publish_ms);
+/* Appends the Prometheus text exposition (format 0.0.4). */
+void gw__metrics_render(gw_server_t *srv, chat_buf_t *out);
+
 /* Replaces the application (before any connection arrives). */
 void gw__server_set_app(gw_server_t *srv, const gw_app_t *app);
 /* Called by session.c after a session was freed. */

@@ -123,19 +123,23 @@ void gw__room_deliver(gw_server_t *srv, chat_str_t topic, chat_str_t data)
     if (room == NULL)
         return; /* the last member left after the message was published */
     if (chat_wire_parse(data, &h, &json) != 0) {
-        chat_log(CHAT_LOG_WARN, "room", "dropping a malformed broker message (%zu bytes)",
-                 data.len);
+        CHAT_LOG(CHAT_LOG_WARN, "malformed broker message dropped", CHAT_KV_S("room", topic),
+                 CHAT_KV_N("bytes_in", data.len));
         return;
     }
     gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
     uint64_t skip = h.exclude_origin && chat_str_eq(h.origin_node, srv->node) ? h.origin_conn : 0;
+    gw__metrics_observe_latency(srv, h.publish_ms);
+    size_t kind_ix = h.kind == CHAT_WIRE_CHAT ? 0 : h.kind == CHAT_WIRE_TYPING ? 1 : 2;
     chat_rcbuf_t *frame = gw_ws_encode(0, json.p, json.len); /* once for every member */
     chat_list_t *pos, *tmp;
     chat_list_foreach_safe(pos, tmp, &room->members)
     {
         gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
-        if (m->session->id != skip)
+        if (m->session->id != skip) {
             gw__session_send(m->session, frame, kind);
+            srv->stats.delivered[kind_ix]++;
+        }
     }
     chat_rcbuf_release(frame);
 }

@@ -134,8 +134,9 @@ void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
     }
     /* A slow consumer: what it has not received yet is dropped at once, the close frame follows
      * the write in flight, and the linger timer drops the TCP connection 5 s later at most. */
-    chat_log(CHAT_LOG_INFO, "session", "conn %s: slow consumer (%zu bytes queued)", s->conn_name,
-             s->conn.queued_bytes);
+    CHAT_LOG(CHAT_LOG_INFO, "slow consumer", CHAT_KV_C("conn", s->conn_name),
+             CHAT_KV_S("user", chat_str(s->user, s->user_len)),
+             CHAT_KV_N("queued_bytes", s->conn.queued_bytes));
     gw_conn_discard_queued(&s->conn);
     gw__session_close(s, GW_CLOSE_SLOW_CONSUMER, "slow consumer: send queue full");
 }
@@ -169,8 +170,8 @@ static int flooding(gw_session_t *s, gw_rate_t r, uint64_t now)
     }
     if (++s->refusals <= GW_FLOOD_FACTOR * gw_rate_allows(r, GW_FLOOD_WINDOW_MS))
         return 0;
-    chat_log(CHAT_LOG_INFO, "session", "conn %s: closed for flooding (%" PRIu64 " refusals)",
-             s->conn_name, s->refusals);
+    CHAT_LOG(CHAT_LOG_INFO, "rate limit flood", CHAT_KV_C("conn", s->conn_name),
+             CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_N("refusals", s->refusals));
     gw__session_close(s, GW_CLOSE_POLICY, "rate limit exceeded again and again");
     return 1;
 }

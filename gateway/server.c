@@ -23,7 +23,7 @@ static void on_connection(uv_stream_t *l, int status)
 {
     gw_server_t *srv = l->data;
     if (status != 0) {
-        chat_log(CHAT_LOG_WARN, "server", "accept failed: %s", uv_strerror(status));
+        CHAT_LOG(CHAT_LOG_WARN, "accept failed", CHAT_KV_C("reason", uv_strerror(status)));
         return;
     }
     gw__session_accept(srv);
@@ -43,7 +43,7 @@ static void on_broker_published(void *ctx, uint64_t tag, int status)
 
 static void on_broker_link(void *ctx, int up)
 {
-    chat_log(up ? CHAT_LOG_INFO : CHAT_LOG_WARN, "server", "broker link %s", up ? "up" : "down");
+    CHAT_LOG0(up ? CHAT_LOG_INFO : CHAT_LOG_WARN, up ? "broker link up" : "broker link down");
 }
 
 int gw__publish(gw_server_t *srv, chat_str_t room, chat_wire_kind_t kind, gw_session_t *origin,
@@ -97,9 +97,7 @@ static int open_auth(gw_server_t *srv)
     }
     srv->auth = auth;
     if (!gw_auth_enabled(auth))
-        chat_log(CHAT_LOG_WARN, "server",
-                 "no JWT key configured (--jwt-secret-file, --jwt-public-key-file): anyone can "
-                 "connect as a guest");
+        CHAT_LOG0(CHAT_LOG_WARN, "no JWT key configured: anyone can connect as a guest");
     return 0;
 }
 
@@ -119,7 +117,7 @@ static void free_server(gw_server_t *srv)
         cb(ctx);
 }
 
-static void on_server_handle_closed(uv_handle_t *h)
+void gw__server_handle_closed(uv_handle_t *h)
 {
     gw_server_t *srv = h->data;
     /* the listener may close long before the last session: free only after finish_stop() */
@@ -134,8 +132,9 @@ static void finish_stop(gw_server_t *srv)
         broker_close(srv->broker);
         srv->broker = NULL;
     }
+    gw__metrics_close(srv);
     srv->pending_closes++;
-    uv_close((uv_handle_t *)&srv->flusher, on_server_handle_closed);
+    uv_close((uv_handle_t *)&srv->flusher, gw__server_handle_closed);
 }
 
 void gw__server_set_app(gw_server_t *srv, const gw_app_t *app)
@@ -160,6 +159,7 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     srv->app = &gw__chat_app;
     chat_list_init(&srv->flush_list);
     chat_list_init(&srv->session_list);
+    chat_list_init(&srv->all_sessions);
     chat_map_init(&srv->sessions);
     chat_map_init(&srv->rooms);
     chat_map_init(&srv->users);
@@ -186,7 +186,8 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     };
     const char *why;
     if ((rc = broker_open(loop, &bc, &bh, &srv->broker, &why)) != 0) {
-        chat_log(CHAT_LOG_ERROR, "server", "broker: %s", why ? why : chat_strerror(rc));
+        CHAT_LOG(CHAT_LOG_ERROR, "broker cannot start",
+                 CHAT_KV_C("reason", why ? why : chat_strerror(rc)));
         gw_auth_free(srv->auth);
         chat_map_dispose(&srv->users);
         chat_map_dispose(&srv->sessions);
@@ -195,6 +196,7 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
         free(srv);
         return rc;
     }
+    gw__metrics_init(srv);
     uv_prepare_init(loop, &srv->flusher);
     srv->flusher.data = srv;
     uv_prepare_start(&srv->flusher, on_flush);
@@ -202,25 +204,27 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     srv->listener.data = srv;
     srv->listener_open = 1;
     if ((rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&cfg->listen_addr, 0)) != 0 ||
-        (rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection)) != 0) {
-        gw_server_stop(srv, NULL, NULL);
+        (rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection)) != 0 ||
+        (rc = gw__admin_open(srv)) != 0) {
+        gw__server_shutdown(srv);
         return rc;
     }
+    gw__drain_init(srv);
     *out = srv;
     return 0;
 }
 
-void gw_server_stop(gw_server_t *srv, void (*on_stopped)(void *ctx), void *ctx)
+void gw__server_shutdown(gw_server_t *srv)
 {
     if (srv->stopping)
         return;
     srv->stopping = 1;
-    srv->on_stopped = on_stopped;
-    srv->on_stopped_ctx = ctx;
+    gw__drain_cancel(srv);
+    gw__admin_close(srv);
     if (srv->listener_open) {
         srv->listener_open = 0;
         srv->pending_closes++;
-        uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+        uv_close((uv_handle_t *)&srv->listener, gw__server_handle_closed);
     }
     chat_list_t *pos, *tmp;
     chat_list_foreach_safe(pos, tmp, &srv->session_list)

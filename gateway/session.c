@@ -86,20 +86,38 @@ static void detach(gw_session_t *s)
     }
 }
 
+/* The close of an opened connection: counted by code, and logged with its stable ids. The code is
+ * the one of the close frame we sent (an echo of the client's when it closed first); 1006 when
+ * the TCP connection ended without a close handshake. */
+static void log_closed(gw_session_t *s)
+{
+    uint16_t code = gw_ws_sent_close_code(s->ws);
+    if (code == 0)
+        code = gw_ws_peer_close_code(s->ws);
+    if (code == 0 && !gw_ws_closing(s->ws))
+        code = 1006;
+    const char *reason = s->close_reason;
+    if (reason == NULL)
+        reason = code == 1006 ? "connection lost" : "client closed";
+    if (code < sizeof(s->srv->stats.closed_by_code) / sizeof(uint64_t))
+        s->srv->stats.closed_by_code[code]++;
+    s->srv->stats.connections_closed++;
+    CHAT_LOG(CHAT_LOG_INFO, "connection closed", CHAT_KV_C("conn", s->conn_name),
+             CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_C("remote", s->remote),
+             CHAT_KV_N("code", code), CHAT_KV_C("reason", reason),
+             CHAT_KV_N("duration_ms", uv_now(s->srv->loop) - s->opened_ms),
+             CHAT_KV_N("bytes_in", s->bytes_in), CHAT_KV_N("bytes_out", s->conn.bytes_out));
+}
+
 /* reset: the peer did not finish closing in time; drop what it did not read with a RST */
 static void teardown_ex(gw_session_t *s, int reset)
 {
     if (s->state == GW_S_CLOSED)
         return;
-    if (s->ws != NULL) {
-        uint16_t sent = gw_ws_sent_close_code(s->ws);
-        if (sent < sizeof(s->srv->stats.closed_by_code) / sizeof(uint64_t))
-            s->srv->stats.closed_by_code[sent]++;
-        chat_log(CHAT_LOG_INFO, "session", "conn %s closed user=%s remote=%s code=%u peer_code=%u",
-                 s->conn_name, s->user, s->remote, (unsigned)sent,
-                 (unsigned)gw_ws_peer_close_code(s->ws));
-    }
+    if (s->ws != NULL)
+        log_closed(s);
     detach(s);
+    chat_list_unlink(&s->all_link);
     set_state(s, GW_S_CLOSED);
     s->pending_closes = 2;
     uv_timer_stop(&s->timer);
@@ -110,6 +128,11 @@ static void teardown_ex(gw_session_t *s, int reset)
 static void teardown(gw_session_t *s)
 {
     teardown_ex(s, 0);
+}
+
+void gw__session_teardown(gw_session_t *s)
+{
+    teardown_ex(s, 1);
 }
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -132,6 +155,7 @@ static void finish(gw_session_t *s)
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason)
 {
     if (s->state == GW_S_OPEN) {
+        s->close_reason = reason;
         gw_ws_close(s->ws, code, reason);
         finish(s);
     } else if (s->state == GW_S_HANDSHAKE) {
@@ -258,7 +282,8 @@ static void refuse(gw_session_t *s, int status, const char *error, const char *m
     gw_http_build_refusal(&out, status, error, message);
     gw_conn_send_copy(&s->conn, out.p, out.len);
     chat_buf_free(&out);
-    chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": refused %d %s", s->id, status, error);
+    CHAT_LOG(CHAT_LOG_DEBUG, "handshake refused", CHAT_KV_N("code", status),
+             CHAT_KV_C("reason", error));
     finish(s);
 }
 
@@ -278,8 +303,11 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     gw__user_acquire(s);
     gw__safety_start(s);
     resolve_remote(s);
-    chat_log(CHAT_LOG_INFO, "session", "conn %s open user=%s remote=%s path=%.*s", s->conn_name,
-             s->user, s->remote, (int)s->req->path.len, s->req->path.p);
+    s->opened_ms = uv_now(srv->loop);
+    srv->stats.connections_opened++;
+    CHAT_LOG(CHAT_LOG_INFO, "connection opened", CHAT_KV_C("conn", s->conn_name),
+             CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_C("remote", s->remote),
+             CHAT_KV_S("room", u->route == GW_ROUTE_CHAT ? u->room : CHAT_STR_NULL));
     srv->app->on_open(s, u);
 }
 
@@ -365,7 +393,7 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
         finish(s);
         return;
     }
-    if (s->srv->stopping) {
+    if (s->srv->draining || s->srv->stopping) {
         refuse(s, 503, "unavailable", "the server is shutting down");
         return;
     }
@@ -391,6 +419,7 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
 static void on_conn_data(void *ctx, const char *p, size_t n)
 {
     gw_session_t *s = ctx;
+    s->bytes_in += n;
     if (s->state == GW_S_HANDSHAKE) {
         handshake_input(s, p, n);
     } else if (s->state == GW_S_OPEN) {
@@ -408,14 +437,12 @@ static void on_conn_write_start(void *ctx)
 static void on_handshake_timeout(uv_timer_t *t)
 {
     gw_session_t *s = t->data;
-    chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": handshake timeout", s->id);
     refuse(s, 408, "timeout", "the upgrade request took too long");
 }
 
 static void on_conn_end(void *ctx, int err)
 {
     gw_session_t *s = ctx;
-    chat_log(CHAT_LOG_DEBUG, "session", "conn %" PRIu64 ": ended (%s)", s->id, chat_strerror(err));
     teardown(s);
 }
 
@@ -473,6 +500,7 @@ void gw__session_accept(gw_server_t *srv)
     chat_list_init(&s->rooms);
     chat_list_init(&s->pending_pubs);
     chat_list_init(&s->link);
+    chat_list_insert_tail(&srv->all_sessions, &s->all_link);
     char guest[GW_ID_MAX];
     s->user_len = (size_t)snprintf(guest, sizeof(guest), "guest-%.*s-%" PRIu64,
                                    (int)srv->node.len, srv->node.p, s->id);

@@ -8,15 +8,17 @@
 #
 # Settings (environment variables, or NAME=VALUE arguments after the command):
 #   CLUSTER_DIR        run directory: pid files, logs, nginx.conf, cluster.env  (/tmp/chat-cluster)
-#   CLUSTER_BASE_PORT  redis = base, node I = base+I, nginx = base+10             (18800)
+#   CLUSTER_BASE_PORT  redis = base, node I = base+I, nginx = base+10,
+#                      node I's admin listener (/healthz /readyz /metrics) = base+10+I (18800)
 #   CLUSTER_NODES      number of gateway nodes, 1..9                              (3)
 #   CHAT_GATEWAY_BIN   the gateway binary                (build/gateway/chat-gateway in the repo)
 #   CLUSTER_START_TIMEOUT / CLUSTER_STOP_TIMEOUT  seconds per component / per stage      (10 / 10)
+#   CLUSTER_DRAIN_DELAY / CLUSTER_DRAIN_TIMEOUT   the nodes' --drain-delay / --drain-timeout (0 / 5s)
 #   NGINX_BIN, REDIS_SERVER_BIN                   override the nginx / redis-server found on PATH
 #
 # `up` writes $CLUSTER_DIR/{redis,node1..nodeN,nginx}.pid, one log per component
 # ($CLUSTER_DIR/<name>.log, plus nginx-access.log and nginx-error.log) and $CLUSTER_DIR/cluster.env,
-# KEY=VALUE lines without quotes (REDIS_PORT, REDIS_URL, NODE1_PORT, NODE1_URL, ..., NGINX_PORT,
+# KEY=VALUE lines without quotes (REDIS_PORT, REDIS_URL, NODE1_PORT, NODE1_URL, NODE1_ADMIN_URL, ..., NGINX_PORT,
 # NGINX_URL=ws://127.0.0.1:PORT, NGINX_HTTP_URL). If a component does not start, `up` prints its
 # log tail, stops what it started and exits 1. The nginx config is rendered from the same template
 # as the compose one (deploy/nginx/render.sh local). Works as root and as a normal user.
@@ -24,7 +26,7 @@ set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 prog=cluster.sh
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 die() { echo "$prog: $*" >&2; exit 1; }
 
 cmd=${1:-}
@@ -32,7 +34,8 @@ cmd=${1:-}
 for arg in "$@"; do
   case $arg in
     CLUSTER_DIR=*|CLUSTER_BASE_PORT=*|CLUSTER_NODES=*|CHAT_GATEWAY_BIN=*|CLUSTER_START_TIMEOUT=*|\
-    CLUSTER_STOP_TIMEOUT=*|NGINX_BIN=*|REDIS_SERVER_BIN=*) export "${arg?}" ;;
+    CLUSTER_STOP_TIMEOUT=*|NGINX_BIN=*|REDIS_SERVER_BIN=*|CLUSTER_DRAIN_DELAY=*|\
+    CLUSTER_DRAIN_TIMEOUT=*) export "${arg?}" ;;
     *) echo "$prog: unknown argument: $arg" >&2; usage ;;
   esac
 done
@@ -74,6 +77,7 @@ fi
 redis_port=$CLUSTER_BASE_PORT
 nginx_port=$((CLUSTER_BASE_PORT + 10))
 node_port() { echo $((CLUSTER_BASE_PORT + $1)); }
+admin_port() { echo $((CLUSTER_BASE_PORT + 10 + $1)); } # a node's /healthz /readyz /metrics
 
 # The components of the current settings, in start order.
 components() {
@@ -258,7 +262,9 @@ cmd_up() {
   for ((i = 1; i <= CLUSTER_NODES; i++)); do
     port=$(node_port "$i")
     start_bg "node$i" "$CHAT_GATEWAY_BIN" --listen "127.0.0.1:$port" --node-id "node$i" \
-      --redis-url "redis://127.0.0.1:$redis_port" --trusted-proxies 127.0.0.1/32
+      --redis-url "redis://127.0.0.1:$redis_port" --trusted-proxies 127.0.0.1/32 \
+      --admin-listen "127.0.0.1:$(admin_port "$i")" \
+      --drain-delay "${CLUSTER_DRAIN_DELAY:-0}" --drain-timeout "${CLUSTER_DRAIN_TIMEOUT:-5s}"
     upstreams+=("127.0.0.1:$port")
   done
   for ((i = 1; i <= CLUSTER_NODES; i++)); do wait_up "node$i"; done
@@ -285,6 +291,7 @@ cmd_up() {
       echo "NODE${i}_ID=node$i"
       echo "NODE${i}_PORT=$(node_port "$i")"
       echo "NODE${i}_URL=ws://127.0.0.1:$(node_port "$i")"
+      echo "NODE${i}_ADMIN_URL=http://127.0.0.1:$(admin_port "$i")"
     done
     echo "NGINX_PORT=$nginx_port"
     echo "NGINX_URL=ws://127.0.0.1:$nginx_port"

@@ -58,11 +58,11 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     echo_main_t *m = h->data;
     if (m->stopping) {
-        chat_log(CHAT_LOG_WARN, "echo", "second %s: exiting now", strsignal(signum));
+        CHAT_LOG(CHAT_LOG_WARN, "second signal: exiting now", CHAT_KV_C("reason", strsignal(signum)));
         exit(1);
     }
     m->stopping = 1;
-    chat_log(CHAT_LOG_INFO, "echo", "%s: stopping", strsignal(signum));
+    CHAT_LOG(CHAT_LOG_INFO, "stopping", CHAT_KV_C("reason", strsignal(signum)));
     gw_server_stop(m->srv, on_stopped, m);
 }
 
@@ -82,6 +82,7 @@ int main(int argc, char **argv)
         gw_config_dispose(&cfg);
         return 2;
     }
+    chat_log_setup(CHAT_LOG_TEXT, CHAT_LOG_INFO, cfg.node_id);
     m.loop = uv_default_loop();
     if ((rc = gw_server_start(&m.srv, m.loop, &cfg)) != 0) {
         fprintf(stderr, "chat-echo: cannot listen on %s: %s\n", cfg.listen, uv_strerror(rc));
@@ -96,8 +97,8 @@ int main(int argc, char **argv)
     m.sigterm.data = m.sigint.data = &m;
     uv_signal_start(&m.sigterm, on_signal, SIGTERM);
     uv_signal_start(&m.sigint, on_signal, SIGINT);
-    chat_log(CHAT_LOG_INFO, "echo", "echo harness listening on %s (max message %llu bytes)",
-             cfg.listen, (unsigned long long)cfg.max_message_bytes);
+    CHAT_LOG(CHAT_LOG_INFO, "echo harness listening", CHAT_KV_C("addr", cfg.listen),
+             CHAT_KV_N("max_message_bytes", cfg.max_message_bytes));
     uv_run(m.loop, UV_RUN_DEFAULT);
     rc = uv_loop_close(m.loop);
     gw_config_dispose(&cfg);
@@ -105,6 +106,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "chat-echo: loop not closed cleanly: %s\n", uv_strerror(rc));
         return 1;
     }
-    chat_log(CHAT_LOG_INFO, "echo", "stopped");
+    CHAT_LOG0(CHAT_LOG_INFO, "stopped");
     return 0;
 }

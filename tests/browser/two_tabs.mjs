@@ -154,7 +154,8 @@ function startGateway(port) {
   gatewayOut = '';
   // No CHAT_* variable from the caller's shell reaches the gateway (as in tests/integration).
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHAT_')));
-  gateway = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--node-id', NODE_ID], {
+  gateway = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--node-id', NODE_ID,
+    '--admin-listen', '', '--drain-delay', '0', '--drain-timeout', '2s'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: workdir,
     env,

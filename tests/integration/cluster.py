@@ -28,7 +28,7 @@ SCALE = harness.TIMEOUT_SCALE
 # Port blocks are taken below the kernel's ephemeral range (32768..), so that an outgoing
 # connection of another test cannot sit on one of them.
 PORT_LOW, PORT_HIGH = 20000, 32700
-BLOCK = 11
+BLOCK = 14  # redis, 3 nodes, nginx at +10, the nodes' admin ports at +11..+13
 
 
 def _bindable(port):
@@ -191,8 +191,8 @@ class Cluster:
             found = harness.sanitizer_findings(log)
             if found:
                 problems.append(f"{comp}: sanitizer report ({', '.join(found)}):\n{log[-6000:]}")
-            elif comp not in self.expected_dead and "main: stopped" not in log:
-                problems.append(f"{comp}: no clean stop ('main: stopped') in its log:\n"
+            elif comp not in self.expected_dead and '"msg":"stopped"' not in log:
+                problems.append(f"{comp}: no clean stop ('\"msg\":\"stopped\"') in its log:\n"
                                 f"{log[-3000:]}")
         return problems
 

@@ -101,8 +101,10 @@ def sanitizer_findings(text):
 class Gateway:
     """A running gateway. .url/.http are the WebSocket and HTTP base addresses."""
 
-    def __init__(self, proc, port, node_id, workdir, argv):
+    def __init__(self, proc, port, node_id, workdir, argv, admin_port=None):
         self.proc = proc
+        self.admin_port = admin_port
+        self.admin = f"http://127.0.0.1:{admin_port}" if admin_port else None
         self.pid = proc.pid
         self.port = port
         self.node_id = node_id
@@ -119,6 +121,15 @@ class Gateway:
 
     def stderr_text(self):
         return (self.workdir / "stderr.txt").read_text(errors="replace")
+
+    def log_text(self):
+        """Everything the gateway wrote: its log records (stdout) and stderr."""
+        return self.stdout_text() + self.stderr_text()
+
+    def log_records(self):
+        """The JSON log records on stdout (one object per line), parsed."""
+        import json
+        return [json.loads(line) for line in self.stdout_text().splitlines() if line.strip()]
 
     def rss_bytes(self):
         """Resident set size of the gateway process, from /proc/<pid>/status."""
@@ -188,12 +199,21 @@ def start_gateway(workdir, args=(), node_id="t1", env=None, listen=True, port=No
             argv += ["--listen", f"127.0.0.1:{p}"]
         if node_id is not None:
             argv += ["--node-id", node_id]
+        # Every gateway of the suite gets its own admin port, and a short drain (the tests of
+        # the drain itself set theirs), unless the test chose otherwise.
+        given = " ".join(args) + " " + " ".join((env or {}).keys())
+        admin_port = None
+        if "admin-listen" not in given and "CHAT_ADMIN_LISTEN" not in given:
+            admin_port = free_port()
+            argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
+        if "drain-" not in given and "CHAT_DRAIN_" not in given:
+            argv += ["--drain-delay", "0", "--drain-timeout", "3s"]
         argv += list(args)
         with open(workdir / "stdout.txt", "wb") as so, open(workdir / "stderr.txt", "wb") as se:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,
                                     env=gateway_env(env), cwd=workdir)
         gw = Gateway(proc, p, node_id if node_id is not None else (env or {}).get("CHAT_NODE_ID"),
-                     workdir, argv)
+                     workdir, argv, admin_port)
         deadline = time.monotonic() + START_TIMEOUT * TIMEOUT_SCALE
         for _ in range(10000):  # bounded by the deadline as well
             if proc.poll() is not None or time.monotonic() > deadline:
