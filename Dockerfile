@@ -30,7 +30,8 @@ COPY --from=build /src/build/gateway/chat-gateway /usr/local/bin/chat-gateway
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 ENV CHAT_LISTEN=0.0.0.0:8080
-# 8080: WebSocket + demo page. 9090: the admin listener of a later release.
+# 8080: WebSocket + demo page. 9090: the admin listener (/healthz, /readyz, /metrics).
+ENV CHAT_ADMIN_LISTEN=0.0.0.0:9090
 EXPOSE 8080 9090
 # SIGTERM: close every WebSocket with 1001, then exit 0.
 STOPSIGNAL SIGTERM
