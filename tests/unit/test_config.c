@@ -777,6 +777,68 @@ static void test_trusted_proxies(void **state)
     done(&r);
 }
 
+/* ---- operability options ------------------------------------------------------------------ */
+
+static void test_operability_defaults(void **state)
+{
+    run_t r;
+    load(&r, NOARGS, NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_string_equal(r.cfg.admin_listen, "127.0.0.1:9090");
+    assert_string_equal(r.cfg.log_format, "auto");
+    assert_string_equal(r.cfg.log_level, "info");
+    assert_true(r.cfg.log_sample_messages > 0.0099 && r.cfg.log_sample_messages < 0.0101);
+    assert_int_equal(r.cfg.log_message_text, 0);
+    assert_int_equal(r.cfg.drain_delay_ms, 5000);
+    assert_int_equal(r.cfg.drain_timeout_ms, 20000);
+    assert_int_equal(r.cfg.metrics_top_rooms, 50);
+    done(&r);
+}
+
+static void test_operability_values(void **state)
+{
+    run_t r;
+    load(&r, ARGS("--admin-listen=", "--log-format", "text", "--log-sample-messages", "1",
+                  "--log-level=debug"),
+         ARGS("CHAT_LOG_SAMPLE_MESSAGES=0.5"));
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_string_equal(r.cfg.admin_listen, "");
+    assert_string_equal(r.cfg.log_format, "text");
+    assert_string_equal(r.cfg.log_level, "debug");
+    assert_true(r.cfg.log_sample_messages == 1.0);
+    done(&r);
+}
+
+static void test_operability_refusals(void **state)
+{
+    static const char *const bad[][2] = {
+        {"--log-format", "yaml"},      {"--log-level", "verbose"},
+        {"--log-sample-messages", "2"}, {"--log-sample-messages", "-0.1"},
+        {"--log-sample-messages", "x"}, {"--admin-listen", "nohost"},
+        {"--drain-timeout", "0"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        run_t r;
+        load(&r, ARGS(bad[i][0], bad[i][1]), NOENV);
+        if (r.rc != GW_CONFIG_EXIT_BAD)
+            fail_msg("%s %s accepted", bad[i][0], bad[i][1]);
+        assert_non_null(strstr(r.err, bad[i][0]));
+        done(&r);
+    }
+}
+
+static void test_drain_delay_must_be_shorter_than_timeout(void **state)
+{
+    run_t r;
+    load(&r, ARGS("--drain-delay", "20s"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_EXIT_BAD);
+    assert_non_null(strstr(r.err, "--drain-delay"));
+    done(&r);
+    load(&r, ARGS("--drain-delay", "0", "--drain-timeout", "1s"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    done(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +888,10 @@ int main(void)
         cmocka_unit_test(test_safety_defaults),
         cmocka_unit_test(test_pong_timeout_must_be_shorter_than_ping_interval),
         cmocka_unit_test(test_trusted_proxies),
+        cmocka_unit_test(test_operability_defaults),
+        cmocka_unit_test(test_operability_values),
+        cmocka_unit_test(test_operability_refusals),
+        cmocka_unit_test(test_drain_delay_must_be_shorter_than_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
