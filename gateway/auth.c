@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "alloc.h"
+#include "base64.h"
 #include "envelope.h"
 #include "err.h"
 #include "log.h"
@@ -387,17 +388,7 @@ int gw_auth_enabled(const gw_auth_t *a)
 /* The value of a base64url character, or -1. */
 static int b64url_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
+    return chat_base64_value(c, 1);
 }
 
 /* Strict base64url (RFC 7515 section 2): no padding, no characters outside the alphabet, no

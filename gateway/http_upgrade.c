@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "alloc.h"
+#include "base64.h"
 #include "envelope.h"
 #include "err.h"
 #include "names.h"
@@ -366,17 +367,7 @@ gw_token_carrier_t gw_http_req_token(const gw_http_req_t *r, chat_str_t *token)
 
 static int b64_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
+    return chat_base64_value(c, 0);
 }
 
 /* Strict: 22 base64 characters + "==", and the 4 unused bits of the last character are zero

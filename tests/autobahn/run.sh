@@ -74,7 +74,7 @@ for _attempt in 1 2 3 4 5; do
     "${opts[@]}" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do # up to 10 s (ASan start-up is slow)
-    if grep -q 'echo harness listening' "$log"; then port=$p; break 2; fi
+    if grep -q '"msg":"listening"' "$log"; then port=$p; break 2; fi
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
