@@ -137,13 +137,14 @@ static void log_sampled(gw_session_t *s, chat_str_t room, const chat_env_in_t *i
     if (cfg->log_sample_messages <= 0.0 || !chat_log_enabled(CHAT_LOG_INFO) ||
         (double)rand() / RAND_MAX >= cfg->log_sample_messages)
         return;
-    uint64_t sec = uv_now(srv->loop) / 1000;
-    if (sec != srv->log_second) {
-        srv->log_second = sec;
-        srv->log_in_second = 0;
-    }
-    if (++srv->log_in_second > GW_LOG_MESSAGES_PER_SECOND)
+    /* at most GW_LOG_MESSAGES_PER_SECOND in any second: the time of the record that many records
+     * ago must be a second old */
+    uint64_t now = uv_now(srv->loop);
+    uint64_t *slot = &srv->log_times[srv->log_next % GW_LOG_MESSAGES_PER_SECOND];
+    if (srv->log_next >= GW_LOG_MESSAGES_PER_SECOND && now - *slot < 1000)
         return;
+    *slot = now;
+    srv->log_next++;
     CHAT_LOG(CHAT_LOG_INFO, "chat message", CHAT_KV_C("conn", s->conn_name),
              CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_S("room", room),
              CHAT_KV_N("bytes_in", in->text.len),

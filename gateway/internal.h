@@ -197,7 +197,8 @@ struct gw_server {
     uint64_t latency_buckets[GW_LATENCY_BUCKETS + 1]; /* the last one: +Inf */
     uint64_t latency_count;
     double latency_sum_s;
-    uint64_t log_second, log_in_second; /* sampled message records in the current second */
+    uint64_t log_times[GW_LOG_MESSAGES_PER_SECOND]; /* ring: times of the last sampled records */
+    uint64_t log_next;
     void (*on_stopped)(void *ctx);
     void *on_stopped_ctx;
 };
@@ -209,8 +210,9 @@ void gw__session_teardown(gw_session_t *s);
 /* Closes an open session with a WebSocket close frame (code, reason); other states tear down. */
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason);
 /* Queues a frame to an open session (takes its own reference), within --send-queue-bytes: over
- * it, a droppable frame is dropped and counted, any other closes the session (4002). */
-void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind);
+ * it, a droppable frame is dropped and counted, any other closes the session (4002). Returns 1
+ * when the frame was queued, 0 otherwise. */
+int gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind);
 /* The display name from s's token, or CHAT_STR_NULL. */
 chat_str_t gw__session_name(const gw_session_t *s);
 /* Replaces s's identity after a successful refresh (same sub); re-arms the expiry. */

@@ -136,10 +136,8 @@ void gw__room_deliver(gw_server_t *srv, chat_str_t topic, chat_str_t data)
     chat_list_foreach_safe(pos, tmp, &room->members)
     {
         gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
-        if (m->session->id != skip) {
-            gw__session_send(m->session, frame, kind);
+        if (m->session->id != skip && gw__session_send(m->session, frame, kind))
             srv->stats.delivered[kind_ix]++;
-        }
     }
     chat_rcbuf_release(frame);
 }

@@ -46,7 +46,7 @@ static void on_signal(uv_signal_t *h, int signum)
         chat_log_level_t to = chat_log_get_level() == CHAT_LOG_DEBUG ? app->level : CHAT_LOG_DEBUG;
         chat_log_set_level(CHAT_LOG_INFO); /* so that the change itself is visible */
         CHAT_LOG(CHAT_LOG_INFO, "log level changed", CHAT_KV_C("reason", "SIGHUP"),
-                 CHAT_KV_C("level", chat_log_level_name(to)));
+                 CHAT_KV_C("new_level", chat_log_level_name(to)));
         chat_log_set_level(to);
         return;
     }

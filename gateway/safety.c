@@ -120,17 +120,17 @@ void gw__safety_on_write_start(gw_session_t *s)
 
 /* ---- the send queue bound ---- */
 
-void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
+int gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
 {
     if (s->state != GW_S_OPEN)
-        return;
+        return 0;
     if (s->conn.queued_bytes + frame->len <= s->srv->cfg->send_queue_bytes) {
         gw_conn_send(&s->conn, frame);
-        return;
+        return 1;
     }
     if (kind == GW_OUT_DROPPABLE) {
         s->srv->stats.dropped_queue_full++;
-        return;
+        return 0;
     }
     /* A slow consumer: what it has not received yet is dropped at once, the close frame follows
      * the write in flight, and the linger timer drops the TCP connection 5 s later at most. */
@@ -139,6 +139,7 @@ void gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
              CHAT_KV_N("queued_bytes", s->conn.queued_bytes));
     gw_conn_discard_queued(&s->conn);
     gw__session_close(s, GW_CLOSE_SLOW_CONSUMER, "slow consumer: send queue full");
+    return 0;
 }
 
 /* ---- rate limits ---- */

@@ -307,7 +307,7 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     srv->stats.connections_opened++;
     CHAT_LOG(CHAT_LOG_INFO, "connection opened", CHAT_KV_C("conn", s->conn_name),
              CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_C("remote", s->remote),
-             CHAT_KV_S("room", u->route == GW_ROUTE_CHAT ? u->room : CHAT_STR_NULL));
+             CHAT_KV_S(u->route == GW_ROUTE_CHAT ? "room" : NULL, u->room));
     srv->app->on_open(s, u);
 }
 
