@@ -598,7 +598,7 @@ def _remote_in(log_text_fn, c, timeout=5.0):
     for _ in range(int(timeout * SCALE / 0.05) + 10):
         r = _opened(log_text_fn(), c)
         if r:
-            return r["remote"], r["room"]
+            return r["remote"], r.get("room", "")
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
