@@ -58,7 +58,6 @@ struct redis_link {
     redisReader *reader;
     chat_list_t pending; /* pending_cmd_t, in the order the commands were written */
     unsigned attempt;    /* consecutive failures, for the backoff */
-    uint64_t connects;
     int handshake_left;
     int pending_closes; /* after redis_link_close(): handles still closing */
     char rbuf[LINK_READ_BYTES];
@@ -207,7 +206,6 @@ static void become_ready(redis_link_t *l)
 {
     l->state = L_READY;
     l->attempt = 0;
-    l->connects++;
     uint64_t every = l->cfg.timeout_ms / 4;
     if (every < 10)
         every = 10;
@@ -438,10 +436,6 @@ int redis_link_ready(const redis_link_t *l)
     return l->state == L_READY;
 }
 
-uint64_t redis_link_connects(const redis_link_t *l)
-{
-    return l->connects;
-}
 
 int redis_link_command(redis_link_t *l, int argc, const char **argv, const size_t *lens,
                        uint64_t tag)

@@ -55,7 +55,5 @@ int redis_link_command(redis_link_t *l, int argc, const char **argv, const size_
 void redis_link_reset(redis_link_t *l, const char *why);
 /* Closes everything; pending commands are dropped without callbacks. Frees l asynchronously. */
 void redis_link_close(redis_link_t *l);
-/* Number of successful connections so far (for metrics and tests). */
-uint64_t redis_link_connects(const redis_link_t *l);
 
 #endif

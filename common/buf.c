@@ -72,12 +72,3 @@ void chat_buf_appendf(chat_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void chat_buf_consume(chat_buf_t *b, size_t n)
-{
-    if (n >= b->len) {
-        b->len = 0;
-        return;
-    }
-    memmove(b->p, b->p + n, b->len - n);
-    b->len -= n;
-}

@@ -30,8 +30,6 @@ static inline void chat_buf_append_str(chat_buf_t *b, chat_str_t s)
 }
 /* printf-style append; aborts on OOM. */
 __attribute__((format(printf, 2, 3))) void chat_buf_appendf(chat_buf_t *b, const char *fmt, ...);
-/* Drops the first n bytes (n <= len). */
-void chat_buf_consume(chat_buf_t *b, size_t n);
 static inline void chat_buf_reset(chat_buf_t *b)
 {
     b->len = 0;

@@ -298,6 +298,15 @@ TCP_STATE_NAMES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1
                    11: "CLOSING"}
 
 
+def open_raw(gw, path="/ws"):
+    """A RawWS upgraded on gw's port, past the welcome (and the joined of /chat/{room})."""
+    ws = RawWS(gw.port).open(path)
+    assert ws.recv_json()["type"] == "welcome"
+    if path.startswith("/chat/"):
+        assert ws.recv_json()["type"] == "joined"
+    return ws
+
+
 def tcp_state(sock):
     """tcpi_state from TCP_INFO (Linux): whether the peer's FIN (CLOSE_WAIT) or reset (CLOSE)
     arrived, without reading the data that is still queued before it."""

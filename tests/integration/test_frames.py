@@ -9,18 +9,10 @@ import pytest
 
 import harness
 
-from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS)
+from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, open_raw)
 from wsclient import Client, check_system, run
 
 PING = b'{"type":"ping"}'
-
-
-def open_raw(gw, path="/ws"):
-    ws = RawWS(gw.port).open(path)
-    assert ws.recv_json()["type"] == "welcome"
-    if path.startswith("/chat/"):
-        assert ws.recv_json()["type"] == "joined"
-    return ws
 
 
 def test_binary_frame_closes_with_1003(gateway):

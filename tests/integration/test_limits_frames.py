@@ -10,19 +10,11 @@ import struct
 import pytest
 
 import harness
-from rawws import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS
+from rawws import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, open_raw
 from wsclient import Client, run
 
 SCALE = harness.TIMEOUT_SCALE
 PING = b'{"type":"ping"}'
-
-
-def open_raw(gw, path="/ws"):
-    ws = RawWS(gw.port).open(path)
-    assert ws.recv_json()["type"] == "welcome"
-    if path.startswith("/chat/"):
-        assert ws.recv_json()["type"] == "joined"
-    return ws
 
 
 def ping_of_size(n):

@@ -9,20 +9,12 @@ import time
 import pytest
 
 import harness
-from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS
+from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, open_raw
 from wsclient import Client, run
 
 SCALE = harness.TIMEOUT_SCALE
 PING = b'{"type":"ping"}'
 FAST = ("--ping-interval", "1s", "--pong-timeout", "500ms")
-
-
-def open_raw(gw, path="/ws"):
-    ws = RawWS(gw.port).open(path)
-    assert ws.recv_json()["type"] == "welcome"
-    if path.startswith("/chat/"):
-        assert ws.recv_json()["type"] == "joined"
-    return ws
 
 
 # ---- ping interval / pong timeout -----------------------------------------------------------
