@@ -220,7 +220,7 @@ static void refresh(gw_session_t *s, const chat_env_in_t *in)
         return;
     }
     gw__session_set_identity(s, &id);
-    gw__safety_rearm(s);
+    gw__session_rearm(s);
     chat_buf_reset(&s->srv->json);
     chat_env_build_refreshed(&s->srv->json, s->ident.has_exp ? s->ident.exp : 0);
     gw__session_send_json(s);

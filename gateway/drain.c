@@ -49,7 +49,7 @@ static void on_tick(uv_timer_t *t)
         if (closed >= srv->drain_batch)
             break;
         gw_session_t *s = chat_container_of(pos, gw_session_t, link);
-        if (s->state != GW_S_OPEN)
+        if (!gw__session_is_open(s))
             continue;
         gw__session_close(s, GW_CLOSE_GOING_AWAY, "server shutting down");
         closed++;

@@ -147,6 +147,10 @@ struct gw_session {
     uint64_t opened_ms;    /* uv_now() of the upgrade */
     uint64_t bytes_in;     /* from the client, handshake included */
     const char *close_reason; /* static: why we closed (NULL: the client did, or the TCP link) */
+    unsigned close_flags;     /* GW_CLOSE_F_*: a close was requested (see close_link) */
+    chat_list_t close_link;   /* srv->close_list while a close is requested */
+    uint64_t accepted_ms;     /* uv_now() of the accept (handshake deadline) */
+    uint64_t linger_due_ms;   /* CLOSING: the TCP connection is dropped by then */
     chat_list_t link;         /* srv->session_list (until closing starts) */
     chat_list_t all_link;     /* srv->all_sessions (until teardown) */
     size_t user_len, conn_name_len;
@@ -166,6 +170,7 @@ struct gw_server {
     uv_tcp_t listener;
     uv_prepare_t flusher; /* flushes flush_list before the loop polls */
     chat_list_t flush_list;
+    chat_list_t close_list; /* sessions whose close was requested, carried out in on_flush */
     uv_buf_t readbuf; /* loop-wide read buffer lent to every connection */
     chat_map_t sessions;      /* 8-byte id -> gw_session_t */
     chat_list_t session_list; /* every session, for shutdown */
@@ -203,12 +208,31 @@ struct gw_server {
     void *on_stopped_ctx;
 };
 
-/* session.c */
+/* Why a session's close was requested (gw_session_t.close_flags). */
+#define GW_CLOSE_F_GRACEFUL 1u /* close frame queued: write the queue, then await the EOF */
+#define GW_CLOSE_F_DROP     2u /* the TCP connection ended (or a handshake is cut): free it */
+#define GW_CLOSE_F_RESET    4u /* drop at once, RST if bytes are unsent (the drain deadline) */
+
+/* session.c
+ * Closing never happens in the middle of a caller's walk: gw__session_close() and
+ * gw__session_teardown() only record the request (the close frame is queued at once) and link
+ * the session onto srv->close_list; the server's prepare callback carries the requests out with
+ * gw__server_process_closes() right before it flushes (redis' freeClientAsync). So a room, a
+ * list or a session stays valid for whoever is walking it when a send overflows a queue. */
 void gw__session_accept(gw_server_t *srv);
-/* Drops s at once (RST if bytes are still unsent): the drain's deadline. */
+/* Requests that s be dropped at once (RST if bytes are still unsent): the drain's deadline. */
 void gw__session_teardown(gw_session_t *s);
-/* Closes an open session with a WebSocket close frame (code, reason); other states tear down. */
+/* Requests the close of an open session with a WebSocket close frame (code, reason; the first
+ * request's code stands); a session still in its handshake is dropped. */
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason);
+/* 1 while s is open and no close was requested: it may still be sent data. */
+int gw__session_is_open(const gw_session_t *s);
+/* Carries out every requested close (detach from rooms, leave notices, close handshake or
+ * teardown). Called only from the server's prepare callback. */
+void gw__server_process_closes(gw_server_t *srv);
+/* The one owner of s->timer: arms it for s's state (handshake deadline; the safety deadlines
+ * while open; the close linger while closing). */
+void gw__session_rearm(gw_session_t *s);
 /* Queues a frame to an open session (takes its own reference), within --send-queue-bytes: over
  * it, a droppable frame is dropped and counted, any other closes the session (4002). Returns 1
  * when the frame was queued, 0 otherwise. */
@@ -231,11 +255,14 @@ void gw__session_expect_published(gw_session_t *s, chat_str_t room, chat_str_t c
 void gw__session_on_published(gw_session_t *s, int status);
 
 /* safety.c */
-/* Arms heartbeats, idle and write timeouts, and the backpressure threshold of an opened session. */
+/* Starts heartbeats, idle and write timeouts, and the backpressure threshold of an opened
+ * session (the caller arms the timer). */
 void gw__safety_start(gw_session_t *s);
 void gw__safety_on_write_start(gw_session_t *s);
-/* Recomputes s's deadlines now (after its token changed). */
-void gw__safety_rearm(gw_session_t *s);
+/* The earliest moment something must be checked for open s (UINT64_MAX: nothing). */
+uint64_t gw__safety_next_deadline(const gw_session_t *s);
+/* The session timer fired while s is open: pings, timeouts, expiry (may request a close). */
+void gw__safety_on_deadline(gw_session_t *s, uint64_t now);
 /* Takes / drops s's reference to its user's shared state (per-user rate limit). */
 void gw__user_acquire(gw_session_t *s);
 void gw__user_release(gw_session_t *s);

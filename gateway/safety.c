@@ -4,8 +4,10 @@
  *  - a write that makes no progress for --write-timeout closes with 4003;
  *  - the send queue bound (--send-queue-bytes): droppable frames are dropped, others close 4002;
  *  - token buckets per connection, per user, for typing and for joins; a flood closes with 1008.
- * Deadlines are lazy: input only stamps last_rx_ms / last_app_ms, and the session timer, when it
- * fires, recomputes the earliest deadline and re-arms itself. No timer work per message. */
+ * Deadlines are lazy: input only stamps last_rx_ms / last_app_ms; the session timer belongs to
+ * session.c, which asks gw__safety_next_deadline() when to fire and gw__safety_on_deadline() what
+ * to do then. No timer work per message. Nothing here closes a session at once: a close is a
+ * request that the loop carries out at its safe point (gw__server_process_closes). */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +25,7 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
-/* The earliest moment something must be checked for s (UINT64_MAX: nothing). */
-static uint64_t next_deadline(const gw_session_t *s)
+uint64_t gw__safety_next_deadline(const gw_session_t *s)
 {
     const gw_config_t *cfg = s->srv->cfg;
     uint64_t d = UINT64_MAX;
@@ -46,19 +47,9 @@ static uint64_t next_deadline(const gw_session_t *s)
     return d;
 }
 
-static void arm(gw_session_t *s, uv_timer_cb cb)
+void gw__safety_on_deadline(gw_session_t *s, uint64_t now)
 {
-    uint64_t now = uv_now(s->srv->loop), d = next_deadline(s);
-    uv_timer_start(&s->timer, cb, d > now ? d - now : 0, 0);
-}
-
-static void on_deadline(uv_timer_t *t)
-{
-    gw_session_t *s = t->data;
     const gw_config_t *cfg = s->srv->cfg;
-    uint64_t now = uv_now(s->srv->loop);
-    if (s->state != GW_S_OPEN)
-        return;
     if (s->ping_sent_ms && s->last_rx_ms >= s->ping_sent_ms)
         s->ping_sent_ms = 0; /* any frame (a pong or anything else) answers the ping */
     if (s->ping_sent_ms && now >= s->ping_sent_ms + cfg->pong_timeout_ms) {
@@ -84,13 +75,14 @@ static void on_deadline(uv_timer_t *t)
         chat_env_build_token_expiring(&s->srv->json, (int64_t)(s->ident.exp * 1000 -
                                                                chat_wall_ms()));
         gw__session_send_json(s);
+        if (!gw__session_is_open(s))
+            return; /* that overflowed the send queue */
     }
     if (!s->ping_sent_ms && now >= s->last_rx_ms + cfg->ping_interval_ms) {
         if (gw_ws_ping(s->ws) != 0)
             return;
         s->ping_sent_ms = now;
     }
-    arm(s, on_deadline);
 }
 
 void gw__safety_start(gw_session_t *s)
@@ -99,13 +91,6 @@ void gw__safety_start(gw_session_t *s)
     s->last_rx_ms = s->last_app_ms = now;
     s->ping_sent_ms = 0;
     gw_conn_set_pause_above(&s->conn, s->srv->cfg->send_queue_bytes / 2);
-    arm(s, on_deadline);
-}
-
-void gw__safety_rearm(gw_session_t *s)
-{
-    if (s->state == GW_S_OPEN)
-        arm(s, on_deadline);
 }
 
 void gw__safety_on_write_start(gw_session_t *s)
@@ -113,16 +98,16 @@ void gw__safety_on_write_start(gw_session_t *s)
     /* The timer may be set for a later deadline than this write's: bring it forward. */
     uint64_t due = s->conn.write_started_ms + s->srv->cfg->write_timeout_ms;
     uint64_t now = uv_now(s->srv->loop);
-    if (s->state == GW_S_OPEN && (!uv_is_active((uv_handle_t *)&s->timer) ||
-                                  now + uv_timer_get_due_in(&s->timer) > due))
-        arm(s, on_deadline);
+    if (gw__session_is_open(s) && (!uv_is_active((uv_handle_t *)&s->timer) ||
+                                   now + uv_timer_get_due_in(&s->timer) > due))
+        gw__session_rearm(s);
 }
 
 /* ---- the send queue bound ---- */
 
 int gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
 {
-    if (s->state != GW_S_OPEN)
+    if (!gw__session_is_open(s))
         return 0;
     if (s->conn.queued_bytes + frame->len <= s->srv->cfg->send_queue_bytes) {
         gw_conn_send(&s->conn, frame);

@@ -16,7 +16,15 @@
 static void on_flush(uv_prepare_t *p)
 {
     gw_server_t *srv = p->data;
-    gw_conn_flush_all(&srv->flush_list);
+    /* The safe point: nothing walks a room or a list now. Closing a session may queue bytes
+     * (flushed right after) and a failed write may request another close: bounded, since each
+     * session closes once. */
+    for (int i = 0; i < 4; i++) {
+        gw__server_process_closes(srv);
+        gw_conn_flush_all(&srv->flush_list);
+        if (chat_list_is_empty(&srv->close_list))
+            break;
+    }
 }
 
 static void on_connection(uv_stream_t *l, int status)
@@ -158,6 +166,7 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg)
     srv->node = chat_cstr(cfg->node_id);
     srv->app = &gw__chat_app;
     chat_list_init(&srv->flush_list);
+    chat_list_init(&srv->close_list);
     chat_list_init(&srv->session_list);
     chat_list_init(&srv->all_sessions);
     chat_map_init(&srv->sessions);

@@ -118,6 +118,8 @@ static void teardown_ex(gw_session_t *s, int reset)
         log_closed(s);
     detach(s);
     chat_list_unlink(&s->all_link);
+    if (chat_list_is_linked(&s->close_link))
+        chat_list_unlink(&s->close_link);
     set_state(s, GW_S_CLOSED);
     s->pending_closes = 2;
     uv_timer_stop(&s->timer);
@@ -130,36 +132,120 @@ static void teardown(gw_session_t *s)
     teardown_ex(s, 0);
 }
 
-void gw__session_teardown(gw_session_t *s)
-{
-    teardown_ex(s, 1);
-}
-
-static void on_linger_timeout(uv_timer_t *t)
-{
-    teardown_ex(t->data, 1);
-}
-
-/* Writes what is queued, then waits (bounded) for the peer to close. */
+/* Writes what is queued, then waits (bounded by the linger) for the peer to close. */
 static void finish(gw_session_t *s)
 {
     if (s->state >= GW_S_CLOSING)
         return;
     detach(s);
     set_state(s, GW_S_CLOSING);
+    s->linger_due_ms = uv_now(s->srv->loop) +
+                       (s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS);
     gw_conn_close_gracefully(&s->conn);
-    uv_timer_start(&s->timer, on_linger_timeout,
-                   s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS, 0);
+    gw__session_rearm(s);
+}
+
+/* ---- the session timer: one owner, armed by state ---- */
+
+static void on_timer(uv_timer_t *t);
+
+void gw__session_rearm(gw_session_t *s)
+{
+    uint64_t now = uv_now(s->srv->loop), due;
+    switch (s->state) {
+    case GW_S_HANDSHAKE:
+        due = s->accepted_ms + s->srv->cfg->handshake_timeout_ms;
+        break;
+    case GW_S_OPEN:
+        if (s->close_flags) { /* the safe point arms the linger */
+            uv_timer_stop(&s->timer);
+            return;
+        }
+        due = gw__safety_next_deadline(s);
+        break;
+    case GW_S_CLOSING:
+        due = s->linger_due_ms;
+        break;
+    default:
+        uv_timer_stop(&s->timer);
+        return;
+    }
+    if (due == UINT64_MAX) {
+        uv_timer_stop(&s->timer);
+        return;
+    }
+    uv_timer_start(&s->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void refuse(gw_session_t *s, int status, const char *error, const char *message);
+
+static void on_timer(uv_timer_t *t)
+{
+    gw_session_t *s = t->data;
+    switch (s->state) {
+    case GW_S_HANDSHAKE:
+        refuse(s, 408, "timeout", "the upgrade request took too long");
+        break;
+    case GW_S_OPEN:
+        if (!s->close_flags)
+            gw__safety_on_deadline(s, uv_now(s->srv->loop));
+        gw__session_rearm(s);
+        break;
+    case GW_S_CLOSING: /* the peer did not finish closing in time: drop it with a RST */
+        teardown_ex(s, 1);
+        break;
+    case GW_S_CLOSED:
+        break;
+    }
+}
+
+/* ---- the close list: every close of an open session ends here ---- */
+
+/* Links s onto the server's close list with why it goes (GW_CLOSE_F_*). */
+static void request(gw_session_t *s, unsigned flags)
+{
+    s->close_flags |= flags;
+    if (!chat_list_is_linked(&s->close_link))
+        chat_list_insert_tail(&s->srv->close_list, &s->close_link);
+    uv_timer_stop(&s->timer);
 }
 
 void gw__session_close(gw_session_t *s, uint16_t code, const char *reason)
 {
     if (s->state == GW_S_OPEN) {
+        if (s->close_flags)
+            return; /* the first reason stands */
         s->close_reason = reason;
-        gw_ws_close(s->ws, code, reason);
-        finish(s);
+        gw_ws_close(s->ws, code, reason); /* queued now: it follows what is already queued */
+        request(s, GW_CLOSE_F_GRACEFUL);
     } else if (s->state == GW_S_HANDSHAKE) {
-        teardown(s);
+        request(s, GW_CLOSE_F_DROP);
+    }
+}
+
+void gw__session_teardown(gw_session_t *s)
+{
+    if (s->state < GW_S_CLOSED)
+        request(s, GW_CLOSE_F_RESET);
+}
+
+int gw__session_is_open(const gw_session_t *s)
+{
+    return s->state == GW_S_OPEN && !s->close_flags;
+}
+
+void gw__server_process_closes(gw_server_t *srv)
+{
+    while (!chat_list_is_empty(&srv->close_list)) {
+        gw_session_t *s = chat_container_of(srv->close_list.next, gw_session_t, close_link);
+        chat_list_unlink(&s->close_link);
+        unsigned f = s->close_flags;
+        if (f & GW_CLOSE_F_RESET)
+            teardown_ex(s, 1);
+        else if (f & GW_CLOSE_F_DROP)
+            teardown_ex(s, 0);
+        else
+            finish(s);
     }
 }
 
@@ -205,7 +291,7 @@ static void on_ws_send(void *ctx, const char *p, size_t n)
 static void on_ws_message(void *ctx, int binary, const char *p, size_t n)
 {
     gw_session_t *s = ctx;
-    if (s->state != GW_S_OPEN)
+    if (!gw__session_is_open(s))
         return;
     s->last_app_ms = uv_now(s->srv->loop);
     s->srv->app->on_message(s, binary, p, n);
@@ -213,10 +299,9 @@ static void on_ws_message(void *ctx, int binary, const char *p, size_t n)
 
 static void ws_input(gw_session_t *s, const char *p, size_t n)
 {
-    if (gw_ws_feed(s->ws, p, n) != 0) /* close handshake done, or the peer broke the protocol */
-        finish(s);
-    else if (s->state == GW_S_OPEN && gw_ws_closing(s->ws))
-        finish(s);
+    /* close handshake done, or the peer broke the protocol, or a close frame is on its way */
+    if (gw_ws_feed(s->ws, p, n) != 0 || (s->state == GW_S_OPEN && gw_ws_closing(s->ws)))
+        request(s, GW_CLOSE_F_GRACEFUL);
 }
 
 /* ---- handshake phase ---- */
@@ -298,10 +383,10 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     gw_http_build_101(&out, u);
     gw_conn_send_copy(&s->conn, out.p, out.len);
     chat_buf_free(&out);
-    uv_timer_stop(&s->timer);
     set_state(s, GW_S_OPEN);
     gw__user_acquire(s);
     gw__safety_start(s);
+    gw__session_rearm(s);
     resolve_remote(s);
     s->opened_ms = uv_now(srv->loop);
     srv->stats.connections_opened++;
@@ -434,16 +519,9 @@ static void on_conn_write_start(void *ctx)
     gw__safety_on_write_start(ctx);
 }
 
-static void on_handshake_timeout(uv_timer_t *t)
-{
-    gw_session_t *s = t->data;
-    refuse(s, 408, "timeout", "the upgrade request took too long");
-}
-
 static void on_conn_end(void *ctx, int err)
 {
-    gw_session_t *s = ctx;
-    teardown(s);
+    request(ctx, GW_CLOSE_F_DROP);
 }
 
 /* ---- publications ---- */
@@ -500,6 +578,7 @@ void gw__session_accept(gw_server_t *srv)
     chat_list_init(&s->rooms);
     chat_list_init(&s->pending_pubs);
     chat_list_init(&s->link);
+    chat_list_init(&s->close_link);
     chat_list_insert_tail(&srv->all_sessions, &s->all_link);
     char guest[GW_ID_MAX];
     s->user_len = (size_t)snprintf(guest, sizeof(guest), "guest-%.*s-%" PRIu64,
@@ -521,5 +600,6 @@ void gw__session_accept(gw_server_t *srv)
     gw_http_req_init(s->req, srv->cfg->max_header_bytes);
     chat_map_put(&srv->sessions, id_key(&s->id), s);
     chat_list_insert_tail(&srv->session_list, &s->link);
-    uv_timer_start(&s->timer, on_handshake_timeout, srv->cfg->handshake_timeout_ms, 0);
+    s->accepted_ms = uv_now(srv->loop);
+    gw__session_rearm(s);
 }
