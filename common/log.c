@@ -1,5 +1,7 @@
 /* common/log.c - structured log records on stdout (see log.h). JSON strings are escaped by the
- * envelope module, the project's only JSON writer. */
+ * envelope module, the project's only JSON writer; the text format's quoting and escaping (so
+ * that no value can end a record, forge another or reach a terminal as a control sequence) is
+ * done here. */
 #include "log.h"
 
 #include <stdio.h>
@@ -13,6 +15,7 @@
 static chat_log_format_t log_format = CHAT_LOG_TEXT;
 static chat_log_level_t log_level = CHAT_LOG_INFO;
 static char log_node[128] = "";
+static FILE *log_stream = NULL; /* NULL: stdout */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -21,6 +24,11 @@ void chat_log_setup(chat_log_format_t format, chat_log_level_t level, const char
     log_format = format;
     log_level = level;
     snprintf(log_node, sizeof(log_node), "%s", node ? node : "");
+}
+
+void chat_log_setup_stream(FILE *stream)
+{
+    log_stream = stream;
 }
 
 void chat_log_set_level(chat_log_level_t level)
@@ -76,7 +84,9 @@ static void write_json(chat_buf_t *b, chat_log_level_t level, const char *msg,
     for (size_t i = 0; i < n; i++) {
         if (kv[i].key == NULL)
             continue;
-        chat_buf_appendf(b, ",\"%s\":", kv[i].key);
+        chat_buf_append(b, ",", 1);
+        chat_env_put_string(b, chat_cstr(kv[i].key)); /* our static keys need no escape */
+        chat_buf_append(b, ":", 1);
         if (kv[i].is_num)
             chat_buf_appendf(b, "%lld", (long long)kv[i].num);
         else
@@ -85,24 +95,158 @@ static void write_json(chat_buf_t *b, chat_log_level_t level, const char *msg,
     chat_buf_append(b, "}\n", 2);
 }
 
+/* ---- the text format ---------------------------------------------------------------------- */
+
+/* The length of the byte sequence at s[i] that a text value may hold as is: 1 for printable ASCII
+ * (0x20-0x7e), 2 to 4 for a well-formed UTF-8 sequence of a code point from U+00A0 on other than
+ * U+2028 and U+2029 (line and paragraph separators); 0 for anything else (C0 controls, DEL, C1
+ * controls U+0080-U+009F, bytes that are not well-formed UTF-8), which is written \xNN. */
+static size_t text_plain_len(const unsigned char *s, size_t n, size_t i)
+{
+    unsigned char c = s[i];
+    uint32_t cp, min;
+    size_t len;
+
+    if (c >= 0x20 && c < 0x7f)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, cp = c & 0x1f, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, cp = c & 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0; /* ASCII controls, DEL, continuation bytes, 0xc0, 0xc1, 0xf5-0xff */
+    }
+    if (n - i < len)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[i + k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong, beyond Unicode, surrogate */
+    if (cp < 0xa0 || cp == 0x2028 || cp == 0x2029)
+        return 0;
+    return len;
+}
+
+/* Appends \xNN for byte c. */
+static void put_hex_escape(chat_buf_t *b, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 0xf]};
+
+    chat_buf_append(b, esc, sizeof(esc));
+}
+
+/* 1 when v must be written quoted: empty, or holding a space, '=', '"', '\\' or a byte
+ * text_plain_len() refuses. */
+static int text_needs_quotes(chat_str_t v)
+{
+    const unsigned char *u = (const unsigned char *)v.p;
+    size_t i = 0;
+
+    if (v.len == 0)
+        return 1;
+    while (i < v.len) {
+        size_t k = text_plain_len(u, v.len, i);
+        if (k == 0 || u[i] == ' ' || u[i] == '=' || u[i] == '"' || u[i] == '\\')
+            return 1;
+        i += k;
+    }
+    return 0;
+}
+
+/* Appends v as a text value: as is when it needs no quotes, else between double quotes with
+ * \n \t \r \" \\ and \xNN for every other byte text_plain_len() refuses. */
+static void put_text_value(chat_buf_t *b, chat_str_t v)
+{
+    const unsigned char *u = (const unsigned char *)v.p;
+    size_t i = 0, start = 0;
+
+    if (!text_needs_quotes(v)) {
+        chat_buf_append(b, v.p, v.len);
+        return;
+    }
+    chat_buf_append(b, "\"", 1);
+    while (i < v.len) {
+        size_t k = text_plain_len(u, v.len, i);
+        unsigned char c = u[i];
+        char esc = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : 0;
+
+        if (k > 0 && c != '"' && c != '\\') {
+            i += k;
+            continue;
+        }
+        chat_buf_append(b, v.p + start, i - start);
+        if (c == '"' || c == '\\')
+            esc = (char)c;
+        if (esc != 0) {
+            char two[2] = {'\\', esc};
+            chat_buf_append(b, two, 2);
+        } else {
+            put_hex_escape(b, c);
+        }
+        start = ++i;
+    }
+    chat_buf_append(b, v.p + start, v.len - start);
+    chat_buf_append(b, "\"", 1);
+}
+
+/* Appends a key: our keys are static identifiers, but any byte outside A-Z a-z 0-9 _ . - (which
+ * could fake a value or another field) is written '_', and an empty key is "_". */
+static void put_text_key(chat_buf_t *b, const char *key)
+{
+    size_t n = strlen(key);
+
+    if (n == 0)
+        chat_buf_append(b, "_", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)key[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '.' || c == '-';
+        chat_buf_append(b, ok ? key + i : "_", 1);
+    }
+}
+
+/* Appends msg, a constant with spaces, unquoted; a byte text_plain_len() refuses (there should be
+ * none) is written \xNN so that it cannot end the record either. */
+static void put_text_msg(chat_buf_t *b, const char *msg)
+{
+    const unsigned char *u = (const unsigned char *)msg;
+    size_t n = strlen(msg), i = 0, start = 0;
+
+    while (i < n) {
+        size_t k = text_plain_len(u, n, i);
+        if (k > 0) {
+            i += k;
+            continue;
+        }
+        chat_buf_append(b, msg + start, i - start);
+        put_hex_escape(b, u[i]);
+        start = ++i;
+    }
+    chat_buf_append(b, msg + start, n - start);
+}
+
 static void write_text(chat_buf_t *b, chat_log_level_t level, const char *msg,
                        const chat_log_kv_t *kv, size_t n)
 {
     put_time(b);
-    chat_buf_appendf(b, " %-5s %s", level_names[level], msg);
+    chat_buf_appendf(b, " %-5s ", level_names[level]);
+    put_text_msg(b, msg ? msg : "");
     for (size_t i = 0; i < n; i++) {
         if (kv[i].key == NULL)
             continue;
+        chat_buf_append(b, " ", 1);
+        put_text_key(b, kv[i].key);
         if (kv[i].is_num) {
-            chat_buf_appendf(b, " %s=%lld", kv[i].key, (long long)kv[i].num);
+            chat_buf_appendf(b, "=%lld", (long long)kv[i].num);
         } else {
-            chat_str_t v = kv[i].str.p ? kv[i].str : CHAT_LIT("");
-            int quote = v.len == 0 || memchr(v.p, ' ', v.len) != NULL;
-            chat_buf_appendf(b, " %s=", kv[i].key);
-            if (quote)
-                chat_env_put_string(b, v);
-            else
-                chat_buf_append(b, v.p, v.len);
+            chat_buf_append(b, "=", 1);
+            put_text_value(b, kv[i].str.p ? kv[i].str : CHAT_LIT(""));
         }
     }
     chat_buf_append(b, "\n", 1);
@@ -117,7 +261,10 @@ void chat_log_write(chat_log_level_t level, const char *msg, const chat_log_kv_t
         write_json(&b, level, msg, kv, n);
     else
         write_text(&b, level, msg, kv, n);
-    fwrite(b.p, 1, b.len, stdout);
-    fflush(stdout);
+    {
+        FILE *out = log_stream ? log_stream : stdout;
+        fwrite(b.p, 1, b.len, out);
+        fflush(out);
+    }
     chat_buf_free(&b);
 }

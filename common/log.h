@@ -3,11 +3,25 @@
  * (a constant per call site: what happened) and node; fields add the rest (conn, user, room,
  * remote, code, reason, duration_ms, bytes_in, bytes_out...). The settings are written once by
  * main() (the only process-wide state, C13); SIGHUP may change the level. Never log message text
- * (unless the operator asked for it) or credentials. */
+ * (unless the operator asked for it) or credentials.
+ *
+ * JSON: one object per line, strings escaped by common/envelope.c (C0 control bytes as \n, \t,
+ * \r, \b, \f or \u00NN; U+2028 and U+2029 as \u2028 and \u2029; DEL and the rest as is).
+ * Text: `<ts> <level padded to 5> <msg> key=value key=value...`, one record per line whatever the
+ * values hold (they may come from clients: a token's sub, a close reason). A string value is
+ * written as is when it holds only printable ASCII other than space, '=', '"' and '\\', and
+ * well-formed UTF-8 of U+00A0 and above other than U+2028/U+2029. Any other value is written
+ * between double quotes, with \n, \t, \r, \" and \\ for those bytes and \xNN (two lowercase
+ * hex digits) for every other byte that is not kept as is: the other C0 controls (ESC...), DEL,
+ * the UTF-8 bytes of C1 controls (U+0080-U+009F) and of U+2028/U+2029, and bytes that are not
+ * well-formed UTF-8. An empty value is "". Reading a quoted value back (those six escapes)
+ * gives its exact bytes. Keys are written with any byte outside A-Z a-z 0-9 _ . - as '_'; msg,
+ * a constant, is written unquoted with any such byte as \xNN. Numbers are plain integers. */
 #ifndef CHAT_COMMON_LOG_H
 #define CHAT_COMMON_LOG_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "str.h"
 
@@ -37,6 +51,10 @@ typedef struct chat_log_kv {
 
 /* Sets the format, level and the node id every record carries (copied). */
 void chat_log_setup(chat_log_format_t format, chat_log_level_t level, const char *node);
+/* Sends records to stream instead of stdout (borrowed: it must stay open while records may be
+ * written); NULL restores stdout. Each record is written whole, then the stream is flushed.
+ * For tests: main() does not call it. */
+void chat_log_setup_stream(FILE *stream);
 void chat_log_set_level(chat_log_level_t level);
 chat_log_level_t chat_log_get_level(void);
 int chat_log_enabled(chat_log_level_t level);

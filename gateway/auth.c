@@ -529,6 +529,26 @@ static int64_t add_sat(int64_t a, uint64_t b)
     return a > INT64_MAX - bb ? INT64_MAX : a + bb;
 }
 
+/* The rules of the rooms claim (auth.h): a '*' only as the last byte of an entry, and such a
+ * pattern only under "private:". Returns 0 or CHAT_EINVAL (with *detail). */
+static int check_rooms(const chat_jwt_claims_t *c, const char **detail)
+{
+    for (size_t i = 0; i < c->nrooms; i++) {
+        const char *e = c->rooms[i], *star = strchr(e, '*');
+        if (star == NULL)
+            continue;
+        if (star[1] != '\0') {
+            *detail = "claim 'rooms': '*' allowed only as the last byte of an entry";
+            return CHAT_EINVAL;
+        }
+        if (strncmp(e, GW_AUTH_PRIVATE_PREFIX, sizeof(GW_AUTH_PRIVATE_PREFIX) - 1) != 0) {
+            *detail = "claim 'rooms': a pattern (ending in '*') must start with 'private:'";
+            return CHAT_EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* check_claims()'s answer for a token that passed every check but exp. */
 enum { CLAIMS_EXPIRED = 1 };
 
@@ -565,6 +585,8 @@ static int check_claims(const gw_auth_t *a, const chat_jwt_claims_t *c, int64_t 
             return CHAT_EINVAL;
         }
     }
+    if (check_rooms(c, detail) != 0)
+        return CHAT_EINVAL;
     if (c->has_exp && now_s > add_sat(c->exp, a->leeway_s)) {
         *detail = "expired (exp)";
         return CLAIMS_EXPIRED;
@@ -683,16 +705,24 @@ void gw_identity_dispose(gw_identity_t *id)
 
 int gw_identity_may_join_private(const gw_identity_t *id, chat_str_t room)
 {
+    const size_t plen = sizeof(GW_AUTH_PRIVATE_PREFIX) - 1;
+
     if (id == NULL || room.p == NULL)
         return 0;
     for (size_t i = 0; i < id->nrooms; i++) {
         chat_str_t e = chat_cstr(id->rooms[i]);
-        if (e.len > 0 && e.p[e.len - 1] == '*') {
-            if (room.len >= e.len - 1 && memcmp(room.p, e.p, e.len - 1) == 0)
+        const char *star = e.len > 0 ? memchr(e.p, '*', e.len) : NULL;
+        if (star == NULL) {
+            if (chat_str_eq(room, e))
                 return 1;
-        } else if (chat_str_eq(room, e)) {
-            return 1;
+            continue;
         }
+        /* a pattern: only "private:<prefix>*" (gw_auth_verify() refuses any other '*') */
+        if (star != e.p + e.len - 1 || e.len - 1 < plen ||
+            memcmp(e.p, GW_AUTH_PRIVATE_PREFIX, plen) != 0)
+            continue;
+        if (room.len >= e.len - 1 && memcmp(room.p, e.p, e.len - 1) == 0)
+            return 1;
     }
     return 0;
 }

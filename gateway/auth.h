@@ -21,6 +21,9 @@
 /* The smallest RSA modulus accepted, in bits (RFC 7518 section 3.3). */
 #define GW_AUTH_MIN_RSA_BITS 2048
 
+/* The rooms the `rooms` claim governs start with this; so must each of its patterns. */
+#define GW_AUTH_PRIVATE_PREFIX "private:"
+
 /* The reasons gw_auth_verify() gives (static strings; compare with strcmp). */
 #define GW_AUTH_INVALID "invalid_token"
 #define GW_AUTH_EXPIRED "expired"
@@ -72,7 +75,7 @@ int gw_auth_enabled(const gw_auth_t *a);
 typedef struct gw_identity {
     char *sub;     /* the user id: non-empty, at most 256 bytes, NUL-terminated */
     char *name;    /* display name (at most 256 bytes) or NULL when the token has none */
-    char **rooms;  /* `rooms` claim: private room names or prefixes ending in '*' */
+    char **rooms;  /* `rooms` claim: room names, or patterns "private:<prefix>*" */
     size_t nrooms; /* 0 when the claim is absent or empty */
     int64_t exp;   /* expiry, seconds since the epoch; 0 when has_exp == 0 */
     int has_exp;
@@ -93,7 +96,13 @@ typedef struct gw_identity {
  *                    (with a kid: no key of that name and kind), a signature that does not
  *                    verify, a claim of the wrong type or size, sub missing or empty, exp
  *                    missing (unless allow_no_exp), nbf or iat in the future beyond the leeway,
- *                    iss or aud not matching, or expired.
+ *                    iss or aud not matching, a `rooms` entry breaking the pattern rule below,
+ *                    or expired.
+ * The `rooms` claim's pattern rule: an entry may hold '*' only as its last byte, and an entry
+ * ending in '*' (a pattern) must start with "private:" ("private:team-*"; "private:*" is a
+ * pattern too and grants every private room). So "*", "p*", "lobby*", "private:a*b" and
+ * "private:a**" make the token invalid. Entries without '*' are exact names; those outside
+ * "private:" are accepted and grant nothing (the claim governs only private rooms).
  * A kid selects only the key of that name (a kid that names no key of the alg's kind is
  * refused; the inline secret has no name, so a kid never selects it); without a kid every key
  * of the alg's kind is tried, once each. The signature is checked before the payload is
@@ -104,10 +113,12 @@ int gw_auth_verify(const gw_auth_t *a, chat_str_t token, int64_t now_s, gw_ident
 /* Frees what *id owns and zeroes it. NULL is a no-op. */
 void gw_identity_dispose(gw_identity_t *id);
 
-/* 1 when `room` (a full name such as "private:eng-team") equals an entry of id->rooms or starts
- * with the part before the trailing '*' of an entry ("private:eng-*" matches "private:eng-" and
- * "private:eng-x"; "*" alone matches any room), else 0 (also for id NULL). Only private rooms
- * need the claim: checking the "private:" prefix is the caller's job. */
+/* 1 when `room` (a full name such as "private:eng-team") equals an entry of id->rooms without
+ * '*', or starts with the part before the trailing '*' of a pattern ("private:eng-*" matches
+ * "private:eng-" and "private:eng-x"; "private:*" matches every private room), else 0 (also for
+ * id NULL). An entry that breaks the pattern rule of gw_auth_verify() (which refuses such
+ * tokens) matches nothing. Only private rooms need the claim: checking that `room` starts with
+ * "private:" is the caller's job. */
 int gw_identity_may_join_private(const gw_identity_t *id, chat_str_t room);
 
 #endif

@@ -243,6 +243,87 @@ def test_private_rooms_through_join(gateway_factory, auth_keys):
     run(body())
 
 
+# The pattern rule (docs/auth.md): '*' only as the last byte of an entry, and a pattern only
+# under "private:"; a token breaking it is invalid, at the handshake and in a refresh.
+BAD_PATTERNS = [["*"], ["p*"], ["lobby*"], ["private*"], ["private:a*b"], ["private:ops", "*"]]
+
+
+def test_rooms_patterns_outside_private_make_the_token_invalid(gateway_factory, auth_keys):
+    k = auth_keys
+    gw = keyed(gateway_factory, k)
+    for rooms in BAD_PATTERNS:
+        tok = k.mint(sub="erin", rooms=rooms)
+        for path in ("/ws", "/chat/lobby", "/chat/private:ops"):
+            try:
+                refused(gw, 401, "invalid_token", path=path, tok=tok)
+            except AssertionError as e:
+                raise AssertionError(f"rooms {rooms} on {path}: {e}") from None
+    # the same sub with valid claims still connects (the refusals were about the claim)
+    run(_open_close(gw, k.mint(sub="erin", rooms=["private:ops", "lobby"]), "/chat/private:ops"))
+
+
+async def _open_close(gw, tok, path):
+    c = await connect(gw, tok, path=path)
+    await c.close()
+
+
+def test_rooms_prefix_pattern_under_private(gateway_factory, auth_keys):
+    k = auth_keys
+    gw = keyed(gateway_factory, k)
+    team = k.mint(sub="tess", rooms=["private:team-*"])
+    every = k.mint(sub="pat", rooms=["private:*"])
+    for room in ("private:other", "private:team", "private:teams", "private:Team-a"):
+        refused(gw, 403, "forbidden", path=f"/chat/{room}", tok=team)
+
+    async def body():
+        t = await connect(gw, team, path="/chat/private:team-a")
+        await t.join("private:team-")
+        await forbidden(t, "private:other")
+        await forbidden(t, "private:team")
+        # "private:*" is a pattern under private: too: every private room
+        p = await connect(gw, every, path="/chat/private:other")
+        await p.join("private:team-a")
+        await p.join("private:x")
+        check_system(await t.recv_type("system"), "private:team-a", "join", "pat")
+        await wsclient.close_all([t, p])
+
+    run(body())
+
+
+def test_refresh_with_a_bad_rooms_pattern_is_invalid(gateway_factory, auth_keys):
+    k = auth_keys
+    gw = keyed(gateway_factory, k)
+
+    async def answer(c, cid):
+        f = await c.recv()
+        if f.get("type") == "system":  # a token_expiring warning may come in between
+            assert f.get("event") == "token_expiring", f
+            f = await c.recv()
+        assert f.get("cid") in (None, cid), f
+        return f
+
+    async def body():
+        c = await connect(gw, k.mint(sub="tess", rooms=["private:team-*"]))
+        for i, rooms in enumerate(BAD_PATTERNS):
+            await c.send({"type": "refresh", "token": k.mint(sub="tess", rooms=rooms),
+                          "cid": f"r-{i}"})
+            f = await answer(c, f"r-{i}")
+            assert f.get("type") == "error" and f.get("code") == "invalid_token", \
+                f"refresh with rooms {rooms}: {f}"
+        # the refused claims did not take effect; the old one holds
+        await forbidden(c, "private:other")
+        await c.join("private:team-b")
+        # a valid pattern does take effect
+        await c.send({"type": "refresh", "token": k.mint(sub="tess", rooms=["private:*"]),
+                      "cid": "r-ok"})
+        f = await answer(c, "r-ok")
+        assert f.get("type") == "refreshed", f
+        await c.join("private:other")
+        await c.close()
+
+    run(body())
+
+
 def test_guests_never_join_private_or_dm_rooms(gateway_factory):
     gw = gateway_factory()  # no keys: guest mode
     for path in ("/chat/private:ops", "/chat/private:eng-x", "/chat/dm:alice:bob"):

@@ -296,6 +296,81 @@ def test_text_format(gateway_factory):
     assert TS_RE.match(opened[0].split()[0]), opened
 
 
+TEXT_LINE_RE = re.compile(
+    rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (error|warn |info |debug) \S")
+TEXT_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b'"': b'"', b"\\": b"\\"}
+
+
+def text_field(line, key):
+    """The bytes of field `key` of a text record line (bytes), read back from the quoting of
+    docs/operations.md (\\n \\t \\r \\" \\\\ \\xNN); None when absent."""
+    m = re.search(rb" " + key.encode() + rb'=(?:"((?:[^"\\]|\\.)*)"|([^ "]*))', line)
+    if m is None:
+        return None
+    if m.group(2) is not None:
+        return m.group(2)
+    raw, out, i = m.group(1), bytearray(), 0
+    while i < len(raw):
+        if raw[i:i + 1] != b"\\":
+            out += raw[i:i + 1]
+            i += 1
+        elif raw[i + 1:i + 2] == b"x":
+            out.append(int(raw[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += TEXT_ESCAPES[raw[i + 1:i + 2]]
+            i += 2
+    return bytes(out)
+
+
+@pytest.mark.usefixtures("token_leak_check")
+def test_text_format_escapes_token_values(gateway_factory, auth_keys):
+    """A token's sub is the client's choice: with --log-format text, newlines, tabs, terminal
+    escapes and a whole fake record in it stay inside one quoted, escaped value. One sub has no
+    space (it used to be written raw), the other spaces, quotes, '=', a backslash and DEL."""
+    k = auth_keys
+    gw = gateway_factory("--log-format", "text", *k.args(hs=("k1",), pub=()))
+    subs = {
+        "bare": "mal\nlory\tx\x1b[31mred\x1b[0m\nlevel=error\tmsg=forged-record-1\r\n"
+                "2026-01-01T00:00:00.000Z\terror\tforged-record-1",
+        "spaced": "eve \"q\" a=b \\ \x7f\x07\x1b]0;title\x07\r\n"
+                  "2026-01-01T00:00:00.000Z error forged-record-2 level=error msg=owned",
+    }
+    conns = {}
+
+    async def body():
+        for what, sub in subs.items():
+            c = await tokens.connect(gw, k.mint(sub=sub), f"/chat/esc-{what}")
+            assert c.user == sub, c.welcome
+            conns[what] = c.conn
+            await c.close()
+
+    run(body())
+    wait_until(lambda: gw.stdout_text().count("connection closed") >= 2, 5 * SCALE,
+               "two close records")
+    raw = (gw.workdir / "stdout.txt").read_bytes()
+    bad = sorted({b for b in raw if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    assert not bad, f"raw control bytes {[hex(b) for b in bad]} in the text log: {raw!r}"
+    lines = [x for x in raw.split(b"\n") if x]
+    for line in lines:
+        assert TEXT_LINE_RE.match(line), f"a line that is not a record of its own: {line!r}"
+        assert not line.startswith(b"2026-01-01T00:00:00.000Z"), f"forged record: {line!r}"
+    for i, (what, sub) in enumerate(subs.items(), 1):
+        mine = [x for x in lines if f" conn={conns[what]} ".encode() in x]
+        opened = [x for x in mine if b" connection opened " in x]
+        closed = [x for x in mine if b" connection closed " in x]
+        assert len(opened) == 1 and len(closed) == 1, (what, mine)
+        marker = f"forged-record-{i}".encode()
+        assert [x for x in lines if marker in x] == opened + closed, \
+            f"{what}: the forged text is not inside exactly its two records: {lines}"
+        for line in opened + closed:
+            assert text_field(line, "user") == sub.encode(), \
+                f"{what}: user does not read back to the token's sub: {line!r}"
+        assert text_field(opened[0], "room") == f"esc-{what}".encode(), opened
+        assert re.search(rb" code=1000 ", closed[0]), closed
+    assert b' user="mal\\nlory\\tx\\x1b[31mred\\x1b[0m\\nlevel=error\\tmsg=' in raw, raw
+
+
 def test_json_explicit_and_auto_on_a_terminal(gateway_factory, tmp_path):
     gw = gateway_factory("--log-format", "json")
     run(open_close(gw))

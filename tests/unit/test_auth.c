@@ -791,6 +791,40 @@ static const tcase_t cases[] = {
       M_NONE, CHAT_EINVAL, INV),
     T("rooms with an empty entry", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"\"]"), M_NONE,
       CHAT_EINVAL, INV),
+
+    /* the rooms pattern rule: '*' only last, and a pattern only under "private:" */
+    T("rooms [*]", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"*\"]"), M_NONE, CHAT_EINVAL,
+      INV),
+    T("rooms [p*]", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"p*\"]"), M_NONE, CHAT_EINVAL,
+      INV),
+    T("rooms [lobby*]", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"lobby*\"]"), M_NONE,
+      CHAT_EINVAL, INV),
+    T("rooms [private*] (no colon)", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"private*\"]"),
+      M_NONE, CHAT_EINVAL, INV),
+    T("rooms [Private:a*] (case)", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"Private:a*\"]"),
+      M_NONE, CHAT_EINVAL, INV),
+    T("rooms [dm:alice*]", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"dm:alice*\"]"), M_NONE,
+      CHAT_EINVAL, INV),
+    T("rooms '*' in the middle", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"private:a*b\"]"),
+      M_NONE, CHAT_EINVAL, INV),
+    T("rooms '*' twice at the end", CFG_ALL, S_K1, H("HS256"),
+      P_WITH("\"rooms\":[\"private:a**\"]"), M_NONE, CHAT_EINVAL, INV),
+    T("rooms '*' first", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"*private:a\"]"), M_NONE,
+      CHAT_EINVAL, INV),
+    T("rooms '*' in the middle outside private:", CFG_ALL, S_K1, H("HS256"),
+      P_WITH("\"rooms\":[\"lobby*x\"]"), M_NONE, CHAT_EINVAL, INV),
+    T("rooms one bad entry among good ones", CFG_ALL, S_K1, H("HS256"),
+      P_WITH("\"rooms\":[\"private:ops\",\"private:eng-*\",\"*\"]"), M_NONE, CHAT_EINVAL, INV),
+    T("rooms bad pattern, RS256", CFG_ALL, S_RSA, H("RS256"), P_WITH("\"rooms\":[\"p*\"]"), M_NONE,
+      CHAT_EINVAL, INV),
+    T("rooms bad pattern and expired: invalid", CFG_ALL, S_K1, H("HS256"),
+      "{\"sub\":\"alice\",\"exp\":1699990000,\"rooms\":[\"*\"]}", M_NONE, CHAT_EINVAL, INV),
+    T("rooms [private:*]", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"private:*\"]"), M_NONE,
+      0, NULL),
+    T("rooms [private:team-*]", CFG_ALL, S_K1, H("HS256"), P_WITH("\"rooms\":[\"private:team-*\"]"),
+      M_NONE, 0, NULL),
+    T("rooms exact names outside private: accepted", CFG_ALL, S_K1, H("HS256"),
+      P_WITH("\"rooms\":[\"lobby\",\"dm:a:b\",\"private:ops\"]"), M_NONE, 0, NULL),
     T("unknown claims ignored", CFG_ALL, S_K1, H("HS256"),
       P_WITH("\"scope\":\"a b\",\"extra\":{\"nested\":[1,2,{\"x\":null}]}"), M_NONE, 0, NULL),
 };
@@ -988,10 +1022,12 @@ static void test_identity_claims(void **state)
     gw_identity_dispose(&id);
     free(tok);
 
-    /* "*" alone: every private room; empty rooms array: none */
-    tok = make_token(fx, S_K1, H("HS256"), P_WITH("\"rooms\":[\"*\"]"));
+    /* "private:*": every private room; "*" alone is no longer accepted (test_rooms_patterns);
+     * empty rooms array: none */
+    tok = make_token(fx, S_K1, H("HS256"), P_WITH("\"rooms\":[\"private:*\"]"));
     assert_int_equal(verify(fx->auth[CFG_ALL], tok, NOW, &id, &reason), 0);
     assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:anything")), 1);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:a")), 1);
     gw_identity_dispose(&id);
     free(tok);
     tok = make_token(fx, S_K1, H("HS256"), P_WITH("\"rooms\":[]"));
@@ -1000,6 +1036,59 @@ static void test_identity_claims(void **state)
     assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:a")), 0);
     gw_identity_dispose(&id);
     free(tok);
+}
+
+/* The rooms pattern rule on verified tokens (handshake and refresh both use gw_auth_verify):
+ * the refusals answer invalid_token and leave no identity; a valid pattern grants its prefix
+ * only; a hand-built identity holding entries the rule refuses matches nothing. */
+static void test_rooms_patterns(void **state)
+{
+    const fixture_t *fx = *state;
+    static const char *const bad[] = {"*",           "p*",         "lobby*", "priv*", "private*",
+                                      "private:a*b", "private:**", "*x",     "a*b"};
+    gw_identity_t id;
+    const char *reason;
+    char payload[256], *tok;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(payload, sizeof(payload),
+                 "{\"sub\":\"alice\",\"exp\":" EXP_OK ",\"rooms\":[\"private:ops\",\"%s\"]}",
+                 bad[i]);
+        tok = make_token(fx, S_EC256, H("ES256"), payload);
+        reason = "unset";
+        if (verify(fx->auth[CFG_ALL], tok, NOW, &id, &reason) != CHAT_EINVAL)
+            fail_msg("rooms entry '%s' accepted", bad[i]);
+        assert_string_equal(reason, GW_AUTH_INVALID);
+        assert_null(id.sub);
+        assert_null(id.rooms);
+        gw_identity_dispose(&id);
+        free(tok);
+    }
+
+    tok = make_token(fx, S_K1, H("HS256"),
+                     P_WITH("\"rooms\":[\"private:team-*\",\"lobby\",\"private:ops\"]"));
+    assert_int_equal(verify(fx->auth[CFG_ALL], tok, NOW, &id, &reason), 0);
+    free(tok);
+    assert_int_equal(id.nrooms, 3);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:team-a")), 1);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:team-")), 1);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:ops")), 1);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:other")), 0);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:team")), 0);
+    assert_int_equal(gw_identity_may_join_private(&id, CHAT_LIT("private:lobby")), 0);
+    gw_identity_dispose(&id);
+
+    /* an identity not made by gw_auth_verify(): the refused entries grant nothing */
+    {
+        char *rooms[] = {"*", "p*", "private*", "private:a*b", "lobby*", "private:x", ""};
+        gw_identity_t hand = {.sub = "alice", .rooms = rooms, .nrooms = 7};
+
+        assert_int_equal(gw_identity_may_join_private(&hand, CHAT_LIT("private:any")), 0);
+        assert_int_equal(gw_identity_may_join_private(&hand, CHAT_LIT("private:a")), 0);
+        assert_int_equal(gw_identity_may_join_private(&hand, CHAT_LIT("private:a*b")), 0);
+        assert_int_equal(gw_identity_may_join_private(&hand, CHAT_LIT("private:x")), 1);
+        assert_int_equal(gw_identity_may_join_private(&hand, CHAT_LIT("private:xy")), 0);
+    }
 }
 
 /* A payload with a string claim of n bytes ("x" repeated), or n rooms. */
@@ -1410,7 +1499,7 @@ int main(void)
         cmocka_unit_test(test_claim_limits),   cmocka_unit_test(test_no_openssl_error_left),
         cmocka_unit_test(test_create_errors),  cmocka_unit_test(test_create_defaults),
         cmocka_unit_test(test_leeway_config),  cmocka_unit_test(test_env_jwt_header),
-        cmocka_unit_test(test_env_jwt_claims),
+        cmocka_unit_test(test_env_jwt_claims), cmocka_unit_test(test_rooms_patterns),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
