@@ -17,6 +17,7 @@
 #include "map.h"
 #include "names.h"
 #include "ratelimit.h"
+#include "toprooms.h"
 #include "wire.h"
 #include "ws.h"
 
@@ -196,8 +197,7 @@ struct gw_server {
     uv_tcp_t admin;
     int admin_open;
     /* metrics.c */
-    chat_map_t top_rooms; /* room -> gw_room_count_t, at most --metrics-top-rooms */
-    uint64_t top_other;
+    gw_toprooms_t top; /* chat_room_messages_total */
     uv_timer_t top_sweep;
     uint64_t latency_buckets[GW_LATENCY_BUCKETS + 1]; /* the last one: +Inf */
     uint64_t latency_count;

@@ -20,37 +20,21 @@
 
 #define TOP_SWEEP_MS 60000
 
-typedef struct gw_room_count {
-    uint64_t total;
-    uint64_t window; /* messages since the last sweep */
-    size_t len;
-    char name[];
-} gw_room_count_t;
-
 /* upper bounds in seconds */
 static const double latency_le[GW_LATENCY_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                       0.025,  0.05,  0.1,    0.25,  0.5,
                                                       1,      2.5,   5,      10};
 
+/* The decay of the top-rooms scores: a half-life of one sweep period (toprooms.h). */
 static void on_top_sweep(uv_timer_t *t)
 {
     gw_server_t *srv = t->data;
-    chat_map_iter_t it = {0, NULL};
-    chat_str_t key;
-    gw_room_count_t *rc;
-    while ((rc = chat_map_next(&srv->top_rooms, &it, &key)) != NULL) {
-        if (rc->window == 0) {
-            chat_map_del(&srv->top_rooms, key);
-            free(rc);
-        } else {
-            rc->window = 0;
-        }
-    }
+    gw_toprooms_decay(&srv->top);
 }
 
 void gw__metrics_init(gw_server_t *srv)
 {
-    chat_map_init(&srv->top_rooms);
+    gw_toprooms_init(&srv->top, (size_t)srv->cfg->metrics_top_rooms);
     uv_timer_init(srv->loop, &srv->top_sweep);
     srv->top_sweep.data = srv;
     uv_timer_start(&srv->top_sweep, on_top_sweep, TOP_SWEEP_MS, TOP_SWEEP_MS);
@@ -60,11 +44,7 @@ void gw__metrics_init(gw_server_t *srv)
 static void on_sweep_closed(uv_handle_t *h)
 {
     gw_server_t *srv = h->data;
-    chat_map_iter_t it = {0, NULL};
-    gw_room_count_t *rc;
-    while ((rc = chat_map_next(&srv->top_rooms, &it, NULL)) != NULL)
-        free(rc);
-    chat_map_dispose(&srv->top_rooms);
+    gw_toprooms_dispose(&srv->top);
     gw__server_handle_closed(h);
 }
 
@@ -76,19 +56,7 @@ void gw__metrics_close(gw_server_t *srv)
 
 void gw__metrics_room_message(gw_server_t *srv, chat_str_t room)
 {
-    gw_room_count_t *rc = chat_map_get(&srv->top_rooms, room);
-    if (rc == NULL && chat_map_count(&srv->top_rooms) < srv->cfg->metrics_top_rooms) {
-        rc = chat_xcalloc(1, sizeof(*rc) + room.len);
-        memcpy(rc->name, room.p, room.len);
-        rc->len = room.len;
-        chat_map_put(&srv->top_rooms, room, rc);
-    }
-    if (rc == NULL) {
-        srv->top_other++;
-        return;
-    }
-    rc->total++;
-    rc->window++;
+    gw_toprooms_count(&srv->top, room);
 }
 
 void gw__metrics_observe_latency(gw_server_t *srv, int64_t publish_ms)
@@ -218,17 +186,21 @@ static void render_messages(gw_server_t *srv, chat_buf_t *b)
 
 static void render_rooms(gw_server_t *srv, chat_buf_t *b)
 {
-    chat_map_iter_t it = {0, NULL};
-    gw_room_count_t *rc;
+    gw_toprooms_stat_t st;
+    size_t pos = 0;
     family(b, "chat_room_messages_total", "counter",
-           "Chat messages published from this node, by room (the busiest rooms; the rest as "
-           "_other).");
-    while ((rc = chat_map_next(&srv->top_rooms, &it, NULL)) != NULL) {
+           "Chat messages published from this node, by room (the busiest public rooms; the "
+           "rest as _other, dm: and private: rooms as _private).");
+    while (gw_toprooms_next(&srv->top, &pos, &st)) {
+        if (!st.exported)
+            continue;
         chat_buf_append(b, "chat_room_messages_total{room=\"", 31);
-        label_value(b, chat_str(rc->name, rc->len));
-        chat_buf_appendf(b, "\"} %llu\n", (unsigned long long)rc->total);
+        label_value(b, st.room);
+        chat_buf_appendf(b, "\"} %llu\n", (unsigned long long)st.value);
     }
-    sample(b, "chat_room_messages_total", "room=\"_other\"", srv->top_other);
+    sample(b, "chat_room_messages_total", "room=\"" GW_TOPROOMS_OTHER "\"", srv->top.other);
+    sample(b, "chat_room_messages_total", "room=\"" GW_TOPROOMS_PRIVATE "\"",
+           srv->top.private_msgs);
 }
 
 static void render_latency(gw_server_t *srv, chat_buf_t *b)

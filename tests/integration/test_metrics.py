@@ -356,8 +356,8 @@ def test_top_rooms_cap_and_other(gateway_factory):
     total = sum(sent.values())
     assert total == 120
     series = label_deltas(m1, m0, "chat_room_messages_total", "room")
-    named = {r: v for r, v in series.items() if r != "_other"}
-    assert len(m1.series("chat_room_messages_total")) <= 51, \
+    named = {r: v for r, v in series.items() if r not in ("_other", "_private")}
+    assert len(m1.series("chat_room_messages_total")) <= 52, \
         f"{len(m1.series('chat_room_messages_total'))} series of chat_room_messages_total"
     assert 1 <= len(named) <= 50, f"{len(named)} room labels with --metrics-top-rooms 50"
     assert series.get("_other", 0) > 0, f"60 busy rooms, cap 50, but no _other: {series}"
@@ -368,6 +368,134 @@ def test_top_rooms_cap_and_other(gateway_factory):
         assert v <= sent[r], f"room {r}: counted {v}, sent {sent[r]}"
     assert delta(m1, m0, "chat_messages_received_total", type="chat") == total
 
+
+
+ROOM_SERIES = "chat_room_messages_total"
+AGGREGATES = ("_other", "_private")
+
+
+def room_values(m):
+    """{room label: value} of chat_room_messages_total in one scrape."""
+    return m.by_label(ROOM_SERIES, "room")
+
+
+def test_busy_rooms_after_quiet_ones_get_their_series(gateway_factory):
+    """--metrics-top-rooms 5: five quiet rooms take the five slots with one chat each, then
+    three rooms send 50 chats each. The busy rooms take the places of three quiet ones and each
+    gets a series holding all its 50 chats (the old first-come slots left them in _other); the
+    three evicted quiet rooms' counts move to _other. In every scrape along the way the sum over
+    the room series is the number of chats sent, there are at most 5 room series plus _other and
+    _private, and no series goes down."""
+    gw = gateway_factory("--metrics-top-rooms", "5", "--rate-limit", "0",
+                         "--user-rate-limit", "0")
+    quiet = [f"quiet-{i}" for i in range(5)]
+    busy = ["busy-a", "busy-b", "busy-c"]
+    m0 = scrape(gw)
+    scrapes = [(0, m0)]
+
+    async def body():
+        a = await Client.open(gw, "/ws")
+        for r in quiet + busy:
+            await a.join(r)
+        sent = 0
+        for r in quiet:
+            await a.chat_confirmed("hi", room=r)
+            sent += 1
+            scrapes.append((sent, scrape(gw)))
+        for r in busy:
+            for i in range(50):
+                await a.chat_confirmed(f"m{i}", room=r)
+                sent += 1
+                if i % 10 == 9:
+                    scrapes.append((sent, scrape(gw)))
+        await a.close()
+
+    run(body(), timeout=60)
+    m1 = scrapes[-1][1]
+    vals = room_values(m1)
+    for r in busy:
+        assert vals.get(r) == 50, f"busy room {r}: {vals.get(r)} in {vals}"
+    kept = {r: v for r, v in vals.items() if r in quiet}
+    assert len(kept) == 2 and set(kept.values()) == {1}, \
+        f"expected two quiet rooms left with 1 each, got {kept}"
+    assert vals.get("_other") == 3, f"the three evicted quiet rooms' chats: {vals}"
+    assert vals.get("_private") == 0, vals
+    prev = {}
+    for sent, m in scrapes:
+        vals = room_values(m)
+        assert sum(vals.values()) == sent, \
+            f"after {sent} chats the room series sum to {sum(vals.values())}: {vals}"
+        named = {r: v for r, v in vals.items() if r not in AGGREGATES}
+        assert len(named) <= 5 and set(AGGREGATES) <= set(vals), vals
+        assert set(named) <= set(quiet + busy), f"unknown room labels in {vals}"
+        for r, v in vals.items():
+            # no room comes back after losing its series in this script: nothing may go down
+            assert v >= prev.get(r, 0), f"{r} went from {prev[r]} to {v} (after {sent} chats)"
+        prev = vals
+    assert delta(m1, m0, "chat_messages_received_total", type="chat") == 155
+
+
+@pytest.mark.usefixtures("token_leak_check")
+def test_dm_and_private_rooms_never_get_a_series(gateway_factory, auth_keys):
+    """dm: and private: rooms count into room="_private", even while slots are free: their names
+    carry user ids or show who is in them. Public rooms still get theirs."""
+    k = auth_keys
+    gw = gateway_factory(*k.args(), "--metrics-top-rooms", "50", "--rate-limit", "0",
+                         "--user-rate-limit", "0")
+    m0 = scrape(gw)
+    skip = ("chat", "system")
+
+    async def body():
+        a = await tokens.connect(gw, k.mint("alice", rooms=["private:ops"]))
+        b = await tokens.connect(gw, k.mint("bob"))
+        await a.join("private:ops")
+        await a.join("dm:alice:bob")
+        await b.join("dm:alice:bob", skip=skip)
+        await a.join("lobby", skip=skip)
+        for i in range(3):
+            await a.chat_confirmed(f"ops {i}", room="private:ops", skip=skip)
+        for i in range(2):
+            await a.chat_confirmed(f"to bob {i}", room="dm:bob:alice", skip=skip)
+            await b.chat_confirmed(f"to alice {i}", room="dm:alice:bob", skip=skip)
+        for i in range(2):
+            await a.chat_confirmed(f"lobby {i}", room="lobby", skip=skip)
+        await a.close()
+        await b.close()
+
+    run(body(), timeout=30)
+    m1 = scrape(gw)
+    vals = room_values(m1)
+    for r in vals:
+        assert not r.startswith(("dm:", "private:")), f"a series for {r!r}: {vals}"
+        assert "alice" not in r and "bob" not in r, f"a user id in room label {r!r}"
+    for value in m1.label_values():
+        assert "alice" not in value and "bob" not in value, f"label value {value!r}"
+    assert label_deltas(m1, m0, ROOM_SERIES, "room") == {"_private": 7, "lobby": 2}
+    assert sum(vals.values()) == 9 == delta(m1, m0, "chat_messages_received_total",
+                                            type="chat")
+
+
+def test_rooms_named_like_the_aggregate_series(gateway_factory):
+    """Public rooms may be named "_other" or "_private": they count into _other, so the
+    exposition never has two series with one label set (the old code gave "_other" a second
+    one, and the scrape did not parse)."""
+    gw = gateway_factory("--metrics-top-rooms", "50", "--rate-limit", "0",
+                         "--user-rate-limit", "0")
+    m0 = scrape(gw)
+
+    async def body():
+        a = await Client.open(gw, "/ws")
+        for r in ("_other", "_private", "_others"):
+            await a.join(r)
+        for r, n in (("_other", 2), ("_private", 3), ("_others", 1)):
+            for i in range(n):
+                await a.chat_confirmed(f"m{i}", room=r)
+        await a.close()
+
+    run(body(), timeout=30)
+    m1 = scrape(gw)  # parses: no duplicate series
+    assert label_deltas(m1, m0, ROOM_SERIES, "room") == {"_other": 5, "_others": 1}
+    assert len(m1.series(ROOM_SERIES)) == 3, m1.series(ROOM_SERIES)
 
 # ---- the delivery latency histogram --------------------------------------------------------------
 
