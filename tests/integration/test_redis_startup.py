@@ -4,6 +4,7 @@ configured address: the same connection then gets acks and deliveries, with no c
 
 import asyncio
 import subprocess
+import tempfile
 import time
 
 import harness
@@ -11,8 +12,10 @@ from wsclient import Client, run
 
 
 def start_redis(port):
+    """A throw-away redis-server on loopback (no persistence; its files in a temp dir)."""
     p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--daemonize", "no"],
+                          "--appendonly", "no", "--daemonize", "no",
+                          "--dir", tempfile.mkdtemp(prefix="chat-redis-")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):  # bounded: 10 s
         if harness.port_accepts(port):
