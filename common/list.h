@@ -42,6 +42,10 @@ static inline void chat_list_unlink(chat_list_t *node)
     node->prev = node->next = node;
 }
 
+/* Walks a list that nothing unlinks from during the walk. */
+#define chat_list_foreach(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
+
+/* Walks a list whose current entry may be unlinked (only that one) during the walk. */
 #define chat_list_foreach_safe(pos, tmp, head)                                                     \
     for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
 

@@ -9,7 +9,7 @@
 
 #include "alloc.h"
 #include "envelope.h"
-#include "internal.h"
+#include "core.h"
 #include "log.h"
 
 #define ADMIN_MAX_HEAD 4096
@@ -24,7 +24,7 @@ typedef struct admin_conn {
     char rbuf[1024];
 } admin_conn_t;
 
-int gw__server_ready(const gw_server_t *srv, const char **failed, size_t *nfailed)
+int gw__admin_ready(const gw_server_t *srv, const char **failed, size_t *nfailed)
 {
     size_t n = 0;
     if (!broker_is_up(srv->broker))
@@ -83,7 +83,7 @@ static void route(admin_conn_t *a)
     } else if (chat_str_eq(path, CHAT_LIT("/readyz"))) {
         const char *failed[3];
         size_t n;
-        int ready = gw__server_ready(a->srv, failed, &n);
+        int ready = gw__admin_ready(a->srv, failed, &n);
         status = ready ? 200 : 503;
         chat_env_build_readiness(&body, ready, failed, n);
     } else if (chat_str_eq(path, CHAT_LIT("/metrics"))) {
@@ -143,20 +143,20 @@ int gw__admin_open(gw_server_t *srv)
     int rc;
     if (srv->cfg->admin_listen[0] == '\0')
         return 0;
-    uv_tcp_init(srv->loop, &srv->admin);
-    srv->admin.data = srv;
-    srv->admin_open = 1;
-    if ((rc = uv_tcp_bind(&srv->admin, (const struct sockaddr *)&srv->cfg->admin_addr, 0)) != 0 ||
-        (rc = uv_listen((uv_stream_t *)&srv->admin, 128, on_connection)) != 0)
+    uv_tcp_init(srv->loop, &srv->admin.listener);
+    srv->admin.listener.data = srv;
+    srv->admin.open = 1;
+    if ((rc = uv_tcp_bind(&srv->admin.listener, (const struct sockaddr *)&srv->cfg->admin_addr,
+                          0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&srv->admin.listener, 128, on_connection)) != 0)
         return rc;
     return 0;
 }
 
 void gw__admin_close(gw_server_t *srv)
 {
-    if (!srv->admin_open)
+    if (!srv->admin.open)
         return;
-    srv->admin_open = 0;
-    srv->pending_closes++;
-    uv_close((uv_handle_t *)&srv->admin, gw__server_handle_closed);
+    srv->admin.open = 0;
+    gw__server_close_handle(srv, (uv_handle_t *)&srv->admin.listener);
 }

@@ -1,23 +1,33 @@
-/* gateway/dispatch.c - what a client message does: protocol v1 (docs/protocol.md). Parses the
- * envelope once, checks it against the session's rooms and the limits, publishes through the
- * broker and answers. Every refusal is an `error` envelope; the connection stays open. */
+/* gateway/dispatch.c - the chat app's entry points (gw_chat_app) and what a client message does:
+ * protocol v1 (docs/protocol.md). Takes the rate-limit token, parses the envelope once, checks it
+ * against the session's rooms and the limits, publishes through the broker (relay.c) and
+ * answers. Every refusal is an `error` envelope; the connection stays open. Each envelope is
+ * built into chat->json and handed on as an argument at once. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "chat.h"
 #include "clock.h"
-#include "envelope.h"
 #include "err.h"
-#include "internal.h"
 #include "log.h"
 
-static void reply_error(gw_session_t *s, const char *code, const char *message, chat_str_t cid,
+/* The scratch buffer for one envelope, emptied. */
+static chat_buf_t *scratch(gw_session_t *s)
+{
+    chat_buf_t *b = &gw__chat(s->srv)->json;
+    chat_buf_reset(b);
+    return b;
+}
+
+void gw__dispatch_error(gw_session_t *s, const char *code, const char *message, chat_str_t cid,
                         chat_str_t room)
 {
-    chat_buf_reset(&s->srv->json);
-    chat_env_build_error(&s->srv->json, code, message, cid, room);
-    gw__session_send_json(s);
+    chat_buf_t *b = scratch(s);
+    chat_env_build_error(b, code, message, cid, room);
+    gw__session_send_json(s, chat_buf_str(b));
 }
 
 /* Publishes a system join/leave notice for room (the actor does not get it). */
@@ -26,10 +36,10 @@ static void notice(gw_session_t *s, chat_str_t room, const char *event)
     gw_server_t *srv = s->srv;
     if (!srv->cfg->room_events)
         return;
-    chat_buf_reset(&srv->json);
-    chat_env_build_system(&srv->json, room, event, chat_str(s->user, s->user_len),
-                          gw__session_name(s), chat_wall_ms());
-    gw__publish(srv, room, CHAT_WIRE_SYSTEM, s, 1, 0);
+    chat_buf_t *b = scratch(s);
+    chat_env_build_system(b, room, event, gw__session_user(s), gw__session_name(s),
+                          chat_wall_ms());
+    gw__relay_publish(gw__chat(srv), room, CHAT_WIRE_SYSTEM, s, 1, 0, chat_buf_str(b));
 }
 
 /* The canonical room a client named (see gw__room_resolve); replies with an error and returns 0
@@ -39,12 +49,12 @@ static int resolve(gw_session_t *s, chat_str_t name, int for_join, chat_str_t ci
 {
     int rc = gw__room_resolve(s, name, for_join, buf, room);
     if (rc == CHAT_EBADREQ) {
-        reply_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
+        gw__dispatch_error(s, "bad_request", "invalid room name", cid, CHAT_STR_NULL);
         return 0;
     }
     if (rc == CHAT_EFORBIDDEN) {
         s->srv->stats.auth_failures[GW_AUTHFAIL_FORBIDDEN]++;
-        reply_error(s, "forbidden", "you may not join this room", cid, *room);
+        gw__dispatch_error(s, "forbidden", "you may not join this room", cid, *room);
         return 0;
     }
     return 1;
@@ -58,19 +68,19 @@ void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid)
     if (!resolve(s, name, 1, cid, buf, &room))
         return;
     if (gw__room_membership(s, room) == NULL) {
-        if (s->nrooms >= s->srv->cfg->max_rooms_per_conn) {
-            reply_error(s, "room_limit", "too many rooms for this connection", cid, room);
+        if (gw__chat_session(s)->nrooms >= s->srv->cfg->max_rooms_per_conn) {
+            gw__dispatch_error(s, "room_limit", "too many rooms for this connection", cid, room);
             return;
         }
         if (gw__room_join(s, room, &m) != 0) {
-            reply_error(s, "unavailable", "the room cannot be joined now", cid, room);
+            gw__dispatch_error(s, "unavailable", "the room cannot be joined now", cid, room);
             return;
         }
         notice(s, room, "join");
     }
-    chat_buf_reset(&s->srv->json);
-    chat_env_build_joined(&s->srv->json, room);
-    gw__session_send_json(s);
+    chat_buf_t *b = scratch(s);
+    chat_env_build_joined(b, room);
+    gw__session_send_json(s, chat_buf_str(b));
 }
 
 static void leave(gw_session_t *s, chat_str_t name, chat_str_t cid)
@@ -81,20 +91,21 @@ static void leave(gw_session_t *s, chat_str_t name, chat_str_t cid)
     if (!resolve(s, name, 0, cid, buf, &room))
         return;
     if ((m = gw__room_membership(s, room)) == NULL) {
-        reply_error(s, "not_joined", "not a member of this room", cid, room);
+        gw__dispatch_error(s, "not_joined", "not a member of this room", cid, room);
         return;
     }
     gw__room_leave(m);
     notice(s, room, "leave");
-    chat_buf_reset(&s->srv->json);
-    chat_env_build_left(&s->srv->json, room);
-    gw__session_send_json(s);
+    chat_buf_t *b = scratch(s);
+    chat_env_build_left(b, room);
+    gw__session_send_json(s, chat_buf_str(b));
 }
 
 void gw__dispatch_leave_all(gw_session_t *s)
 {
-    while (!chat_list_is_empty(&s->rooms)) {
-        gw_member_t *m = chat_container_of(s->rooms.next, gw_member_t, session_link);
+    gw_chat_session_t *cs = gw__chat_session(s);
+    while (!chat_list_is_empty(&cs->rooms)) {
+        gw_member_t *m = chat_container_of(cs->rooms.next, gw_member_t, session_link);
         char name[CHAT_ROOM_NAME_MAX];
         chat_str_t room = chat_str(name, m->room->name_len);
         memcpy(name, m->room->name, room.len);
@@ -107,22 +118,23 @@ void gw__dispatch_leave_all(gw_session_t *s)
  * room of the connection. Replies with an error and returns 0 when there is none. */
 static int target_room(gw_session_t *s, const chat_env_in_t *in, char *buf, chat_str_t *room)
 {
+    gw_chat_session_t *cs = gw__chat_session(s);
     if (in->room.p == NULL) {
-        if (s->nrooms != 1) {
-            reply_error(s, "bad_request",
-                        s->nrooms ? "field 'room' is required when in several rooms"
-                                  : "join a room first",
+        if (cs->nrooms != 1) {
+            gw__dispatch_error(s, "bad_request",
+                        cs->nrooms ? "field 'room' is required when in several rooms"
+                                   : "join a room first",
                         in->cid, CHAT_STR_NULL);
             return 0;
         }
-        gw_member_t *m = chat_container_of(s->rooms.next, gw_member_t, session_link);
+        gw_member_t *m = chat_container_of(cs->rooms.next, gw_member_t, session_link);
         *room = chat_str(m->room->name, m->room->name_len);
         return 1;
     }
     if (!resolve(s, in->room, 0, in->cid, buf, room))
         return 0;
     if (gw__room_membership(s, *room) == NULL) {
-        reply_error(s, "not_joined", "not a member of this room", in->cid, *room);
+        gw__dispatch_error(s, "not_joined", "not a member of this room", in->cid, *room);
         return 0;
     }
     return 1;
@@ -132,19 +144,11 @@ static int target_room(gw_session_t *s, const chat_env_in_t *in, char *buf, chat
  * only with --log-message-text. */
 static void log_sampled(gw_session_t *s, chat_str_t room, const chat_env_in_t *in)
 {
-    gw_server_t *srv = s->srv;
-    const gw_config_t *cfg = srv->cfg;
+    const gw_config_t *cfg = s->srv->cfg;
     if (cfg->log_sample_messages <= 0.0 || !chat_log_enabled(CHAT_LOG_INFO) ||
-        (double)rand() / RAND_MAX >= cfg->log_sample_messages)
+        (double)rand() / RAND_MAX >= cfg->log_sample_messages ||
+        !gw__chat_stats_log_allowed(gw__chat(s->srv)))
         return;
-    /* at most GW_LOG_MESSAGES_PER_SECOND in any second: the time of the record that many records
-     * ago must be a second old */
-    uint64_t now = uv_now(srv->loop);
-    uint64_t *slot = &srv->log_times[srv->log_next % GW_LOG_MESSAGES_PER_SECOND];
-    if (srv->log_next >= GW_LOG_MESSAGES_PER_SECOND && now - *slot < 1000)
-        return;
-    *slot = now;
-    srv->log_next++;
     CHAT_LOG(CHAT_LOG_INFO, "chat message", CHAT_KV_C("conn", s->conn_name),
              CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_S("room", room),
              CHAT_KV_N("bytes_in", in->text.len),
@@ -154,34 +158,35 @@ static void log_sampled(gw_session_t *s, chat_str_t room, const chat_env_in_t *i
 static void chat(gw_session_t *s, const chat_env_in_t *in)
 {
     gw_server_t *srv = s->srv;
+    gw_chat_t *chat = gw__chat(srv);
     chat_str_t room;
     char id[GW_ID_MAX + 32], buf[CHAT_ROOM_NAME_MAX];
     if (!target_room(s, in, buf, &room))
         return;
     if (in->text.len == 0 || in->text.len > srv->cfg->max_text_bytes) {
-        reply_error(s, "bad_request",
+        gw__dispatch_error(s, "bad_request",
                     in->text.len ? "field 'text' is too long" : "field 'text' must not be empty",
                     in->cid, room);
         return;
     }
     int idlen = snprintf(id, sizeof(id), "%.*s-%s-%" PRIx64, (int)srv->node.len, srv->node.p,
-                         srv->boot36, ++srv->next_msg_seq);
+                         chat->boot36, ++chat->next_msg_seq);
     chat_env_chat_t m = {
         .room = room,
         .id = chat_str(id, (size_t)idlen),
-        .user = chat_str(s->user, s->user_len),
+        .user = gw__session_user(s),
         .name = gw__session_name(s),
         .text = in->text,
         .ts = chat_wall_ms(),
     };
-    chat_buf_reset(&srv->json);
-    chat_env_build_chat(&srv->json, &m);
-    if (gw__publish(srv, room, CHAT_WIRE_CHAT, s, 0, s->id) != 0) {
-        reply_error(s, "unavailable", "the message could not be published", in->cid, room);
+    chat_buf_t *b = scratch(s);
+    chat_env_build_chat(b, &m);
+    if (gw__relay_publish(chat, room, CHAT_WIRE_CHAT, s, 0, s->id, chat_buf_str(b)) != 0) {
+        gw__dispatch_error(s, "unavailable", "the message could not be published", in->cid, room);
         return;
     }
-    gw__session_expect_published(s, room, in->cid, m.id);
-    gw__metrics_room_message(srv, room);
+    gw__pubs_expect(s, room, in->cid, m.id);
+    gw__chat_stats_room_message(chat, room);
     log_sampled(s, room, in);
 }
 
@@ -191,10 +196,10 @@ static void typing(gw_session_t *s, const chat_env_in_t *in)
     char buf[CHAT_ROOM_NAME_MAX];
     if (!target_room(s, in, buf, &room))
         return;
-    chat_buf_reset(&s->srv->json);
-    chat_env_build_typing(&s->srv->json, room, chat_str(s->user, s->user_len),
-                          gw__session_name(s));
-    gw__publish(s->srv, room, CHAT_WIRE_TYPING, s, 1, 0); /* best effort: no answer */
+    chat_buf_t *b = scratch(s);
+    chat_env_build_typing(b, room, gw__session_user(s), gw__session_name(s));
+    /* best effort: no answer */
+    gw__relay_publish(gw__chat(s->srv), room, CHAT_WIRE_TYPING, s, 1, 0, chat_buf_str(b));
 }
 
 /* A new token for the same user: the connection keeps going with its claims and expiry. */
@@ -203,13 +208,13 @@ static void refresh(gw_session_t *s, const chat_env_in_t *in)
     gw_identity_t id;
     const char *reason;
     if (!gw_auth_enabled(s->srv->auth) || s->ident.sub == NULL) {
-        reply_error(s, "bad_request", "this connection has no token to refresh", in->cid,
+        gw__dispatch_error(s, "bad_request", "this connection has no token to refresh", in->cid,
                     CHAT_STR_NULL);
         return;
     }
     if (gw_auth_verify(s->srv->auth, in->token, chat_wall_ms() / 1000, &id, &reason) != 0) {
         s->srv->stats.auth_failures[GW_AUTHFAIL_INVALID]++;
-        reply_error(s, "invalid_token", "the new token is not valid; the current one still holds",
+        gw__dispatch_error(s, "invalid_token", "the new token is not valid; the current one still holds",
                     in->cid, CHAT_STR_NULL);
         return;
     }
@@ -221,37 +226,50 @@ static void refresh(gw_session_t *s, const chat_env_in_t *in)
     }
     gw__session_set_identity(s, &id);
     gw__session_rearm(s);
-    chat_buf_reset(&s->srv->json);
-    chat_env_build_refreshed(&s->srv->json, s->ident.has_exp ? s->ident.exp : 0);
-    gw__session_send_json(s);
+    chat_buf_t *b = scratch(s);
+    chat_env_build_refreshed(b, s->ident.has_exp ? s->ident.exp : 0);
+    gw__session_send_json(s, chat_buf_str(b));
+}
+
+/* The bucket a message is charged to. Typing and join have buckets of their own; every other
+ * message, errors included, takes a token from the connection's and the user's message buckets. */
+static gw_bucket_kind_t bucket_of(int rc, const chat_env_in_t *in)
+{
+    if (rc == 0 && in->type == CHAT_ENV_TYPING)
+        return GW_BUCKET_TYPING;
+    if (rc == 0 && in->type == CHAT_ENV_JOIN)
+        return GW_BUCKET_JOIN;
+    return GW_BUCKET_MESSAGE;
 }
 
 static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
 {
     chat_env_in_t in;
+    uint64_t wait_ms = 0;
     if (binary) {
         gw__session_close(s, GW_CLOSE_UNSUPPORTED, "binary frames are not supported");
         return;
     }
     struct cJSON *doc = NULL;
     int rc = chat_env_parse(p, n, &in, &doc);
-    s->srv->stats.received[rc == 0 ? in.type : 0]++;
-    /* Typing and join have buckets of their own; every other message, errors included, takes a
-     * token from the connection's and the user's message buckets. */
-    gw_bucket_kind_t bucket = rc == 0 && in.type == CHAT_ENV_TYPING ? GW_BUCKET_TYPING
-                              : rc == 0 && in.type == CHAT_ENV_JOIN ? GW_BUCKET_JOIN
-                                                                    : GW_BUCKET_MESSAGE;
-    if (!gw__session_admit(s, bucket, rc == CHAT_EBADJSON ? CHAT_STR_NULL : in.cid)) {
+    gw__chat(s->srv)->received[rc == 0 ? in.type : 0]++;
+    int admit = gw__safety_admit(s, bucket_of(rc, &in), &wait_ms);
+    if (admit != GW_ADMIT_OK) {
+        if (admit == GW_ADMIT_REFUSED) {
+            chat_buf_t *b = scratch(s);
+            chat_env_build_rate_limited(b, wait_ms, rc == CHAT_EBADJSON ? CHAT_STR_NULL : in.cid);
+            gw__session_send_json(s, chat_buf_str(b));
+        }
         chat_env_free(doc);
         return;
     }
     if (rc == CHAT_EBADJSON) {
-        reply_error(s, "bad_json", "a message must be one JSON object", CHAT_STR_NULL,
+        gw__dispatch_error(s, "bad_json", "a message must be one JSON object", CHAT_STR_NULL,
                     CHAT_STR_NULL);
     } else if (rc == CHAT_EUNKNOWN_TYPE) {
-        reply_error(s, "unknown_type", in.error, in.cid, CHAT_STR_NULL);
+        gw__dispatch_error(s, "unknown_type", in.error, in.cid, CHAT_STR_NULL);
     } else if (rc != 0) {
-        reply_error(s, "bad_request", in.error, in.cid, CHAT_STR_NULL);
+        gw__dispatch_error(s, "bad_request", in.error, in.cid, CHAT_STR_NULL);
     } else {
         switch (in.type) {
         case CHAT_ENV_JOIN:
@@ -266,11 +284,12 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
         case CHAT_ENV_TYPING:
             typing(s, &in);
             break;
-        case CHAT_ENV_PING:
-            chat_buf_reset(&s->srv->json);
-            chat_env_build_pong(&s->srv->json);
-            gw__session_send_json(s);
+        case CHAT_ENV_PING: {
+            chat_buf_t *b = scratch(s);
+            chat_env_build_pong(b);
+            gw__session_send_json(s, chat_buf_str(b));
             break;
+        }
         case CHAT_ENV_REFRESH:
             refresh(s, &in);
             break;
@@ -279,20 +298,106 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
     chat_env_free(doc);
 }
 
+/* /chat/{room}: the room must be one s may join (403 forbidden; 400 for a malformed dm: name).
+ * Rewrites u->room to its canonical form (in buf). */
+static int on_upgrade(gw_session_t *s, gw_upgrade_t *u, char *buf, const char **error,
+                      const char **message)
+{
+    if (u->route != GW_ROUTE_CHAT)
+        return 0;
+    int rc = gw__room_resolve(s, u->room, 1, buf, &u->room);
+    if (rc == CHAT_EBADREQ) {
+        *error = "bad_request";
+        *message = "malformed direct room name (dm:<user>:<user>)";
+        return 400;
+    }
+    if (rc == CHAT_EFORBIDDEN) {
+        *error = "forbidden";
+        *message = "you may not join this room";
+        return 403;
+    }
+    return 0;
+}
+
 /* welcome first, then (on /chat/{room}) the join */
 static void on_open(gw_session_t *s, const gw_upgrade_t *u)
 {
     gw_server_t *srv = s->srv;
-    chat_buf_reset(&srv->json);
-    chat_env_build_welcome(&srv->json, chat_str(s->user, s->user_len), gw__session_name(s),
-                           srv->node,
+    gw_chat_session_t *cs = chat_xcalloc(1, sizeof(*cs));
+    chat_list_init(&cs->rooms);
+    chat_list_init(&cs->pending_pubs);
+    s->app_data = cs;
+    chat_buf_t *b = scratch(s);
+    chat_env_build_welcome(b, gw__session_user(s), gw__session_name(s), srv->node,
                            chat_str(s->conn_name, s->conn_name_len));
-    gw__session_send_json(s);
+    gw__session_send_json(s, chat_buf_str(b));
     if (u->route == GW_ROUTE_CHAT)
         gw__dispatch_join(s, u->room, CHAT_STR_NULL);
 }
 
-const gw_app_t gw__chat_app = {
+/* At the safe point: leave every room (leave notices), forget pending publications. */
+static void on_close(gw_session_t *s)
+{
+    gw_chat_session_t *cs = gw__chat_session(s);
+    if (cs == NULL)
+        return;
+    gw__dispatch_leave_all(s);
+    gw__pubs_drop(s);
+    s->app_data = NULL;
+    free(cs);
+}
+
+static void on_token_expiring(gw_session_t *s, int64_t ms_left)
+{
+    chat_buf_t *b = scratch(s);
+    chat_env_build_token_expiring(b, ms_left);
+    gw__session_send_json(s, chat_buf_str(b));
+}
+
+static void base36(uint64_t v, char *out, size_t cap)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
+        v /= 36;
+    } while (v && n < sizeof(tmp));
+    size_t i = 0;
+    for (; i < n && i + 1 < cap; i++)
+        out[i] = tmp[n - 1 - i];
+    out[i] = '\0';
+}
+
+static int on_start(gw_server_t *srv)
+{
+    gw_chat_t *chat = chat_xcalloc(1, sizeof(*chat));
+    chat->srv = srv;
+    chat_map_init(&chat->rooms);
+    base36((uint64_t)chat_wall_ms(), chat->boot36, sizeof(chat->boot36));
+    srv->app_state = chat;
+    return gw__chat_stats_init(chat);
+}
+
+/* Every session is gone, so every room is. */
+static void on_stop(gw_server_t *srv)
+{
+    gw_chat_t *chat = gw__chat(srv);
+    chat_map_dispose(&chat->rooms);
+    chat_buf_free(&chat->json);
+    chat_buf_free(&chat->wire);
+    srv->app_state = NULL;
+    gw__chat_stats_close(chat); /* frees chat once its timer has closed */
+}
+
+const gw_app_t gw_chat_app = {
+    .on_start = on_start,
+    .on_stop = on_stop,
+    .on_upgrade = on_upgrade,
     .on_open = on_open,
     .on_message = on_message,
+    .on_close = on_close,
+    .on_token_expiring = on_token_expiring,
+    .on_broker_message = gw__relay_on_message,
+    .on_published = gw__relay_on_published,
+    .render_metrics = gw__chat_stats_render,
 };

@@ -1,4 +1,4 @@
-/* gateway/drain.c - graceful drain on SIGTERM (gw_server_stop, docs/operations.md):
+/* gateway/drain.c - graceful drain on SIGTERM (gw_server_stop -> gw__drain_start, docs/operations.md):
  *   t = 0             not ready (/readyz 503), new upgrades get 503; nothing else changes, so
  *                     load balancers have --drain-delay to stop routing here;
  *   t = delay         open connections are closed with 1001 in batches, every 100 ms, spread over
@@ -8,9 +8,8 @@
  *   all closed        the listeners close, the node unsubscribes and closes its broker, exit 0;
  *   t = timeout - m   whatever is still there is dropped, so the node is gone before the timeout.
  * A second signal exits at once (main.c). */
-#include "internal.h"
+#include "core.h"
 #include "log.h"
-#include "server.h"
 
 #define DRAIN_TICK_MS 100
 
@@ -23,20 +22,19 @@ static uint64_t margin_ms(const gw_config_t *cfg)
 
 void gw__drain_init(gw_server_t *srv)
 {
-    uv_timer_init(srv->loop, &srv->drain_timer);
-    uv_timer_init(srv->loop, &srv->drain_deadline);
-    srv->drain_timer.data = srv->drain_deadline.data = srv;
-    srv->drain_timers_open = 1;
+    uv_timer_init(srv->loop, &srv->drain.tick);
+    uv_timer_init(srv->loop, &srv->drain.deadline);
+    srv->drain.tick.data = srv->drain.deadline.data = srv;
+    srv->drain.timers_open = 1;
 }
 
 void gw__drain_cancel(gw_server_t *srv)
 {
-    if (!srv->drain_timers_open)
+    if (!srv->drain.timers_open)
         return;
-    srv->drain_timers_open = 0;
-    srv->pending_closes += 2;
-    uv_close((uv_handle_t *)&srv->drain_timer, gw__server_handle_closed);
-    uv_close((uv_handle_t *)&srv->drain_deadline, gw__server_handle_closed);
+    srv->drain.timers_open = 0;
+    gw__server_close_handle(srv, (uv_handle_t *)&srv->drain.tick);
+    gw__server_close_handle(srv, (uv_handle_t *)&srv->drain.deadline);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -46,7 +44,7 @@ static void on_tick(uv_timer_t *t)
     chat_list_t *pos, *tmp;
     chat_list_foreach_safe(pos, tmp, &srv->session_list)
     {
-        if (closed >= srv->drain_batch)
+        if (closed >= srv->drain.batch)
             break;
         gw_session_t *s = chat_container_of(pos, gw_session_t, link);
         if (!gw__session_is_open(s))
@@ -55,7 +53,7 @@ static void on_tick(uv_timer_t *t)
         closed++;
     }
     if (srv->nopen == 0) { /* the handshakes still in progress go with the listener */
-        uv_timer_stop(&srv->drain_timer);
+        uv_timer_stop(&srv->drain.tick);
         gw__server_shutdown(srv);
     }
 }
@@ -66,12 +64,12 @@ static void on_delay_over(uv_timer_t *t)
     const gw_config_t *cfg = srv->cfg;
     uint64_t window = cfg->drain_timeout_ms - cfg->drain_delay_ms - margin_ms(cfg);
     uint64_t ticks = window / DRAIN_TICK_MS ? window / DRAIN_TICK_MS : 1;
-    srv->drain_batch = (size_t)((srv->nopen + ticks - 1) / ticks);
-    if (srv->drain_batch == 0)
-        srv->drain_batch = 1;
+    srv->drain.batch = (size_t)((srv->nopen + ticks - 1) / ticks);
+    if (srv->drain.batch == 0)
+        srv->drain.batch = 1;
     CHAT_LOG(CHAT_LOG_INFO, "closing connections", CHAT_KV_N("connections", srv->nopen),
-             CHAT_KV_N("duration_ms", window), CHAT_KV_N("batch", srv->drain_batch));
-    uv_timer_start(&srv->drain_timer, on_tick, 0, DRAIN_TICK_MS);
+             CHAT_KV_N("duration_ms", window), CHAT_KV_N("batch", srv->drain.batch));
+    uv_timer_start(&srv->drain.tick, on_tick, 0, DRAIN_TICK_MS);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -87,14 +85,10 @@ static void on_deadline(uv_timer_t *t)
     }
 }
 
-void gw_server_stop(gw_server_t *srv, void (*on_stopped)(void *ctx), void *ctx)
+void gw__drain_start(gw_server_t *srv)
 {
     const gw_config_t *cfg = srv->cfg;
-    if (srv->draining || srv->stopping)
-        return;
     srv->draining = 1;
-    srv->on_stopped = on_stopped;
-    srv->on_stopped_ctx = ctx;
     CHAT_LOG(CHAT_LOG_INFO, "drain started", CHAT_KV_N("connections", srv->nopen),
              CHAT_KV_N("delay_ms", cfg->drain_delay_ms),
              CHAT_KV_N("timeout_ms", cfg->drain_timeout_ms));
@@ -102,7 +96,7 @@ void gw_server_stop(gw_server_t *srv, void (*on_stopped)(void *ctx), void *ctx)
         gw__server_shutdown(srv);
         return;
     }
-    uv_timer_start(&srv->drain_timer, on_delay_over, cfg->drain_delay_ms, 0);
+    uv_timer_start(&srv->drain.tick, on_delay_over, cfg->drain_delay_ms, 0);
     uint64_t deadline = cfg->drain_timeout_ms > 100 ? cfg->drain_timeout_ms - 100 : 0;
-    uv_timer_start(&srv->drain_deadline, on_deadline, deadline, 0);
+    uv_timer_start(&srv->drain.deadline, on_deadline, deadline, 0);
 }

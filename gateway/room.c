@@ -1,13 +1,14 @@
-/* gateway/room.c - the room registry of ONE node: room name -> local members. Owns gw_room_t and
- * gw_member_t. Subscribes the room's broker topic when the first local member joins and
- * unsubscribes when the last one leaves, so the node receives only the rooms it needs. Delivery
- * encodes a broker message once into a WebSocket frame that every local member shares. */
+/* gateway/room.c - the room registry of ONE node (chat app): room name -> local members. Owns
+ * gw_room_t and gw_member_t. Subscribes the room's broker topic when the first local member joins
+ * and unsubscribes when the last one leaves, so the node receives only the rooms it needs.
+ * Fan-out queues one shared frame to every local member; a send that overflows a member's queue
+ * only requests its close (core.h), so a room is never freed while it is being walked. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "err.h"
-#include "internal.h"
+#include "chat.h"
 #include "log.h"
 
 /* dm:<a>:<b> -> the two ids; 0 or CHAT_EBADREQ */
@@ -64,7 +65,7 @@ int gw__room_resolve(gw_session_t *s, chat_str_t name, int for_join, char *buf, 
 gw_member_t *gw__room_membership(gw_session_t *s, chat_str_t name)
 {
     chat_list_t *pos, *tmp;
-    chat_list_foreach_safe(pos, tmp, &s->rooms)
+    chat_list_foreach_safe(pos, tmp, &gw__chat_session(s)->rooms)
     {
         gw_member_t *m = chat_container_of(pos, gw_member_t, session_link);
         if (chat_str_eq(chat_str(m->room->name, m->room->name_len), name))
@@ -73,10 +74,17 @@ gw_member_t *gw__room_membership(gw_session_t *s, chat_str_t name)
     return NULL;
 }
 
+gw_room_t *gw__room_find(gw_chat_t *chat, chat_str_t name)
+{
+    return chat_map_get(&chat->rooms, name);
+}
+
 int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
 {
     gw_server_t *srv = s->srv;
-    gw_room_t *room = chat_map_get(&srv->rooms, name);
+    gw_chat_t *chat = gw__chat(srv);
+    gw_chat_session_t *cs = gw__chat_session(s);
+    gw_room_t *room = chat_map_get(&chat->rooms, name);
     if (room == NULL) {
         int rc = broker_subscribe(srv->broker, name);
         if (rc != 0)
@@ -85,15 +93,15 @@ int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
         chat_list_init(&room->members);
         memcpy(room->name, name.p, name.len);
         room->name_len = name.len;
-        chat_map_put(&srv->rooms, name, room);
+        chat_map_put(&chat->rooms, name, room);
     }
     gw_member_t *m = chat_xcalloc(1, sizeof(*m));
     m->room = room;
     m->session = s;
     chat_list_insert_tail(&room->members, &m->room_link);
-    chat_list_insert_tail(&s->rooms, &m->session_link);
+    chat_list_insert_tail(&cs->rooms, &m->session_link);
     room->nmembers++;
-    s->nrooms++;
+    cs->nrooms++;
     *out = m;
     return 0;
 }
@@ -102,42 +110,30 @@ void gw__room_leave(gw_member_t *m)
 {
     gw_room_t *room = m->room;
     gw_server_t *srv = m->session->srv;
+    gw_chat_t *chat = gw__chat(srv);
     chat_list_unlink(&m->room_link);
     chat_list_unlink(&m->session_link);
-    m->session->nrooms--;
+    gw__chat_session(m->session)->nrooms--;
     room->nmembers--;
     free(m);
     if (room->nmembers == 0) {
         chat_str_t name = chat_str(room->name, room->name_len);
         broker_unsubscribe(srv->broker, name);
-        chat_map_del(&srv->rooms, name);
+        chat_map_del(&chat->rooms, name);
         free(room);
     }
 }
 
-void gw__room_deliver(gw_server_t *srv, chat_str_t topic, chat_str_t data)
+size_t gw__room_fanout(gw_room_t *room, chat_rcbuf_t *frame, gw_out_kind_t kind, uint64_t skip)
 {
-    chat_wire_hdr_t h;
-    chat_str_t json;
-    gw_room_t *room = chat_map_get(&srv->rooms, topic);
-    if (room == NULL)
-        return; /* the last member left after the message was published */
-    if (chat_wire_parse(data, &h, &json) != 0) {
-        CHAT_LOG(CHAT_LOG_WARN, "malformed broker message dropped", CHAT_KV_S("room", topic),
-                 CHAT_KV_N("bytes_in", data.len));
-        return;
-    }
-    gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
-    uint64_t skip = h.exclude_origin && chat_str_eq(h.origin_node, srv->node) ? h.origin_conn : 0;
-    gw__metrics_observe_latency(srv, h.publish_ms);
-    size_t kind_ix = h.kind == CHAT_WIRE_CHAT ? 0 : h.kind == CHAT_WIRE_TYPING ? 1 : 2;
-    chat_rcbuf_t *frame = gw_ws_encode(0, json.p, json.len); /* once for every member */
-    chat_list_t *pos, *tmp;
-    chat_list_foreach_safe(pos, tmp, &room->members)
+    size_t n = 0;
+    chat_list_t *pos;
+    /* No member leaves during the walk: a send that fails only requests the close. */
+    chat_list_foreach(pos, &room->members)
     {
         gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
         if (m->session->id != skip && gw__session_send(m->session, frame, kind))
-            srv->stats.delivered[kind_ix]++;
+            n++;
     }
-    chat_rcbuf_release(frame);
+    return n;
 }

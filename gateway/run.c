@@ -1,7 +1,7 @@
 /* gateway/run.c - what the chat-gateway binary does (gw_main): configuration, logging setup, one
  * server on the default loop, signals, and a clean exit (every handle closed, uv_loop_close() ==
- * 0) so leak checkers see a quiet process. Test harnesses run the same path with another app
- * (tests/autobahn/echo.c).
+ * 0) so leak checkers see a quiet process. main.c runs it with the chat app; test harnesses run
+ * the same path with another app (tests/autobahn/echo.c).
  *   SIGTERM, SIGINT: graceful drain (docs/operations.md), then exit 0; a second one exits at once
  *                    with status 1.
  *   SIGHUP:          toggles the log level between the configured one and debug; nothing is
@@ -15,7 +15,7 @@
 
 #include "config.h"
 #include "err.h"
-#include "internal.h"
+#include "core.h"
 #include "log.h"
 #include "run.h"
 #include "server.h"
@@ -69,7 +69,7 @@ static void setup_logging(const gw_config_t *cfg, app_t *app)
     chat_log_setup(format, app->level, cfg->node_id);
 }
 
-int gw_main(int argc, char **argv, const struct gw_app *app_override)
+int gw_main(int argc, char **argv, const struct gw_app *what)
 {
     gw_config_t cfg;
     app_t app = {0};
@@ -87,7 +87,7 @@ int gw_main(int argc, char **argv, const struct gw_app *app_override)
     }
     setup_logging(&cfg, &app);
     app.loop = uv_default_loop();
-    if ((rc = gw_server_start(&app.srv, app.loop, &cfg)) != 0) {
+    if ((rc = gw_server_start(&app.srv, app.loop, &cfg, what)) != 0) {
         if (rc != CHAT_EINVAL) /* CHAT_EINVAL: a configuration problem, already explained */
             fprintf(stderr, "chat-gateway: cannot listen on %s (or %s): %s\n", cfg.listen,
                     cfg.admin_listen, uv_strerror(rc));
@@ -96,8 +96,6 @@ int gw_main(int argc, char **argv, const struct gw_app *app_override)
         gw_config_dispose(&cfg);
         return rc == CHAT_EINVAL ? 2 : 1;
     }
-    if (app_override != NULL)
-        gw__server_set_app(app.srv, app_override); /* before the loop runs: no connection yet */
     uv_signal_init(app.loop, &app.sigterm);
     uv_signal_init(app.loop, &app.sigint);
     uv_signal_init(app.loop, &app.sighup);

@@ -2,20 +2,21 @@
  *  - heartbeats: a ping after --ping-interval without input, close 4000 when nothing arrives
  *    within --pong-timeout; --idle-timeout without an application message closes with 4001;
  *  - a write that makes no progress for --write-timeout closes with 4003;
- *  - the send queue bound (--send-queue-bytes): droppable frames are dropped, others close 4002;
+ *  - a token past its exp (+ leeway) closes with 4004, after the app was told (on_token_expiring)
+ *    --jwt-refresh-window before;
  *  - token buckets per connection, per user, for typing and for joins; a flood closes with 1008.
+ * (The send queue bound is in session.c's gw__session_send.)
  * Deadlines are lazy: input only stamps last_rx_ms / last_app_ms; the session timer belongs to
  * session.c, which asks gw__safety_next_deadline() when to fire and gw__safety_on_deadline() what
  * to do then. No timer work per message. Nothing here closes a session at once: a close is a
- * request that the loop carries out at its safe point (gw__server_process_closes). */
+ * request that the loop carries out at its safe point (gw__session_process_closes). */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "clock.h"
-#include "envelope.h"
-#include "internal.h"
+#include "core.h"
 #include "log.h"
 
 /* ---- heartbeats and timeouts ---- */
@@ -71,10 +72,8 @@ void gw__safety_on_deadline(gw_session_t *s, uint64_t now)
     if (s->exp_mono_ms && !s->expiry_warned &&
         now + cfg->jwt_refresh_window_ms >= s->exp_mono_ms) {
         s->expiry_warned = 1;
-        chat_buf_reset(&s->srv->json);
-        chat_env_build_token_expiring(&s->srv->json, (int64_t)(s->ident.exp * 1000 -
-                                                               chat_wall_ms()));
-        gw__session_send_json(s);
+        if (s->srv->app->on_token_expiring)
+            s->srv->app->on_token_expiring(s, s->ident.exp * 1000 - chat_wall_ms());
         if (!gw__session_is_open(s))
             return; /* that overflowed the send queue */
     }
@@ -103,30 +102,6 @@ void gw__safety_on_write_start(gw_session_t *s)
         gw__session_rearm(s);
 }
 
-/* ---- the send queue bound ---- */
-
-int gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
-{
-    if (!gw__session_is_open(s))
-        return 0;
-    if (s->conn.queued_bytes + frame->len <= s->srv->cfg->send_queue_bytes) {
-        gw_conn_send(&s->conn, frame);
-        return 1;
-    }
-    if (kind == GW_OUT_DROPPABLE) {
-        s->srv->stats.dropped_queue_full++;
-        return 0;
-    }
-    /* A slow consumer: what it has not received yet is dropped at once, the close frame follows
-     * the write in flight, and the linger timer drops the TCP connection 5 s later at most. */
-    CHAT_LOG(CHAT_LOG_INFO, "slow consumer", CHAT_KV_C("conn", s->conn_name),
-             CHAT_KV_S("user", chat_str(s->user, s->user_len)),
-             CHAT_KV_N("queued_bytes", s->conn.queued_bytes));
-    gw_conn_discard_queued(&s->conn);
-    gw__session_close(s, GW_CLOSE_SLOW_CONSUMER, "slow consumer: send queue full");
-    return 0;
-}
-
 /* ---- rate limits ---- */
 
 static gw_rate_t rate_of(const gw_session_t *s, gw_bucket_kind_t kind)
@@ -147,7 +122,7 @@ static gw_rate_t rate_of(const gw_session_t *s, gw_bucket_kind_t kind)
     return (gw_rate_t){0, 0};
 }
 
-/* Counts a refusal; 1 when the connection floods (and was closed with 1008). */
+/* Counts a refusal; 1 when the connection floods (and its close, 1008, was requested). */
 static int flooding(gw_session_t *s, gw_rate_t r, uint64_t now)
 {
     if (now - s->refuse_window_ms > GW_FLOOD_WINDOW_MS || s->refusals == 0) {
@@ -162,7 +137,7 @@ static int flooding(gw_session_t *s, gw_rate_t r, uint64_t now)
     return 1;
 }
 
-int gw__session_admit(gw_session_t *s, gw_bucket_kind_t kind, chat_str_t cid)
+int gw__safety_admit(gw_session_t *s, gw_bucket_kind_t kind, uint64_t *wait_ms)
 {
     uint64_t now = uv_now(s->srv->loop);
     gw_rate_t r = rate_of(s, kind), ur = rate_of(s, GW_BUCKET_USER);
@@ -174,21 +149,19 @@ int gw__session_admit(gw_session_t *s, gw_bucket_kind_t kind, chat_str_t cid)
         gw_bucket_take(&s->buckets[kind], r);
         if (with_user)
             gw_bucket_take(&s->u->bucket, ur);
-        return 1;
+        return GW_ADMIT_OK;
     }
     gw_bucket_kind_t which = wait >= uwait ? kind : GW_BUCKET_USER;
     s->srv->stats.rate_limited[which]++;
     if (flooding(s, which == kind ? r : ur, now))
-        return 0;
-    chat_buf_reset(&s->srv->json);
-    chat_env_build_rate_limited(&s->srv->json, wait > uwait ? wait : uwait, cid);
-    gw__session_send_json(s);
-    return 0;
+        return GW_ADMIT_FLOOD;
+    *wait_ms = wait > uwait ? wait : uwait;
+    return GW_ADMIT_REFUSED;
 }
 
 /* ---- users ---- */
 
-void gw__user_acquire(gw_session_t *s)
+void gw__safety_user_acquire(gw_session_t *s)
 {
     chat_str_t id = chat_str(s->user, s->user_len);
     gw_user_t *u = chat_map_get(&s->srv->users, id);
@@ -202,7 +175,7 @@ void gw__user_acquire(gw_session_t *s)
     s->u = u;
 }
 
-void gw__user_release(gw_session_t *s)
+void gw__safety_user_release(gw_session_t *s)
 {
     gw_user_t *u = s->u;
     if (u == NULL)

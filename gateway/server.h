@@ -8,14 +8,18 @@
 #include "config.h"
 
 typedef struct gw_server gw_server_t;
+struct gw_app;
 
-/* Loads the JWT keys, opens the broker and binds the listener. cfg is borrowed for the server's
- * lifetime. Returns 0 and *out, CHAT_EINVAL when a key cannot be used (the reason is printed on
- * stderr: a configuration error), or another negative error (nothing is left open; the loop may
- * need one run to finish closing handles). */
-int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg);
-/* Stops accepting, closes every session (open WebSockets get 1001), closes the broker, and calls
- * on_stopped once everything is closed; the server is freed right after. Idempotent. */
+/* Loads the JWT keys, opens the broker, starts the app (what runs on open WebSockets: the chat,
+ * gw_chat_app in chat.h, or a test harness's) and binds the listeners. cfg and app are borrowed
+ * for the server's lifetime. Returns 0 and *out, CHAT_EINVAL when a key cannot be used (the
+ * reason is printed on stderr: a configuration error), or another negative error (nothing is
+ * left open; the loop may need one run to finish closing handles). */
+int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg,
+                    const struct gw_app *app);
+/* Drains (docs/operations.md; drain.c): not ready at once, new upgrades 503, then every open
+ * WebSocket gets 1001 in batches; closes the broker and calls on_stopped once everything is
+ * closed; the server is freed right after. Idempotent. */
 void gw_server_stop(gw_server_t *srv, void (*on_stopped)(void *ctx), void *ctx);
 
 #endif

@@ -1,8 +1,15 @@
 /* gateway/session.c - one client connection from accept to free:
  *   HANDSHAKE (HTTP request head) -> OPEN (WebSocket) -> CLOSING (last bytes, await EOF) -> CLOSED.
- * Owns its gw_conn_t, timer, request parser, WebSocket and memberships. States only move forward;
- * every entry point checks the state first. Memberships and registry links are cut synchronously
- * when closing starts; the memory is freed in the last handle close callback (STYLE C6). */
+ * Owns its gw_conn_t, timer, request parser and WebSocket; the app owns what it hangs on
+ * s->app_data. States only move forward; every entry point checks the state first.
+ *
+ * Close paths (docs/architecture.md): whatever wants a session gone (a send over the queue bound,
+ * a timer, the peer's close or EOF, the drain) only requests it: request() records why and links
+ * the session onto srv->close_list; a close frame, if any, is queued at once. The server's prepare
+ * callback runs gw__session_process_closes() before it flushes: there, and only there, the app
+ * drops its links (rooms, leave notices), the registry links are cut and the close handshake or
+ * the teardown starts. The memory is freed in the last handle close callback (STYLE C6). The
+ * session timer has one owner, gw__session_rearm(), which arms it by state. */
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -12,19 +19,9 @@
 #include "alloc.h"
 #include "clock.h"
 #include "demo_page.h"
-#include "envelope.h"
+#include "core.h"
 #include "err.h"
-#include "internal.h"
 #include "log.h"
-
-/* A chat publication waiting for the broker's verdict. */
-typedef struct gw_pending_pub {
-    chat_list_t link;
-    chat_rcbuf_t *ack; /* the ack frame, NULL when the client sent no cid */
-    size_t room_len, cid_len;
-    char room[CHAT_ROOM_NAME_MAX];
-    char cid[]; /* cid_len bytes; cid_len == 0 and ack == NULL: no cid */
-} gw_pending_pub_t;
 
 static chat_str_t id_key(const uint64_t *id)
 {
@@ -64,22 +61,14 @@ static void on_handle_closed(uv_handle_t *h)
     gw__server_session_gone(srv);
 }
 
-static void drop_pending_pubs(gw_session_t *s)
-{
-    while (!chat_list_is_empty(&s->pending_pubs)) {
-        gw_pending_pub_t *p = chat_container_of(s->pending_pubs.next, gw_pending_pub_t, link);
-        chat_list_unlink(&p->link);
-        chat_rcbuf_release(p->ack);
-        free(p);
-    }
-}
-
-/* Cuts every link to the rest of the node: rooms (with leave notices) and the id registry. */
+/* Cuts every link to the rest of the node: the app's (rooms, with leave notices), the user's
+ * and the id registry. Runs once, at the safe point (or at teardown). */
 static void detach(gw_session_t *s)
 {
-    gw__dispatch_leave_all(s);
-    drop_pending_pubs(s);
-    gw__user_release(s);
+    if (s->ws != NULL && !s->detached && s->srv->app->on_close)
+        s->srv->app->on_close(s);
+    s->detached = 1;
+    gw__safety_user_release(s);
     if (chat_list_is_linked(&s->link)) {
         chat_map_del(&s->srv->sessions, id_key(&s->id));
         chat_list_unlink(&s->link);
@@ -234,7 +223,7 @@ int gw__session_is_open(const gw_session_t *s)
     return s->state == GW_S_OPEN && !s->close_flags;
 }
 
-void gw__server_process_closes(gw_server_t *srv)
+void gw__session_process_closes(gw_server_t *srv)
 {
     while (!chat_list_is_empty(&srv->close_list)) {
         gw_session_t *s = chat_container_of(srv->close_list.next, gw_session_t, close_link);
@@ -247,6 +236,11 @@ void gw__server_process_closes(gw_server_t *srv)
         else
             finish(s);
     }
+}
+
+chat_str_t gw__session_user(const gw_session_t *s)
+{
+    return chat_str(s->user, s->user_len);
 }
 
 chat_str_t gw__session_name(const gw_session_t *s)
@@ -273,9 +267,34 @@ void gw__session_set_identity(gw_session_t *s, gw_identity_t *ident)
     }
 }
 
-void gw__session_send_json(gw_session_t *s)
+/* ---- sending, within the send queue bound ---- */
+
+int gw__session_send(gw_session_t *s, chat_rcbuf_t *frame, gw_out_kind_t kind)
 {
-    chat_rcbuf_t *f = gw_ws_encode(0, s->srv->json.p, s->srv->json.len);
+    if (!gw__session_is_open(s))
+        return 0;
+    if (s->conn.queued_bytes + frame->len <= s->srv->cfg->send_queue_bytes) {
+        gw_conn_send(&s->conn, frame);
+        return 1;
+    }
+    if (kind == GW_OUT_DROPPABLE) {
+        s->srv->stats.dropped_queue_full++;
+        return 0;
+    }
+    /* A slow consumer: what it has not received yet is dropped at once, the close frame follows
+     * the write in flight, and the linger drops the TCP connection 5 s later at most. Only
+     * requested here: whoever called us may be walking a room that s is in. */
+    CHAT_LOG(CHAT_LOG_INFO, "slow consumer", CHAT_KV_C("conn", s->conn_name),
+             CHAT_KV_S("user", chat_str(s->user, s->user_len)),
+             CHAT_KV_N("queued_bytes", s->conn.queued_bytes));
+    gw_conn_discard_queued(&s->conn);
+    gw__session_close(s, GW_CLOSE_SLOW_CONSUMER, "slow consumer: send queue full");
+    return 0;
+}
+
+void gw__session_send_json(gw_session_t *s, chat_str_t json)
+{
+    chat_rcbuf_t *f = gw_ws_encode(0, json.p, json.len);
     gw__session_send(s, f, GW_OUT_MUST);
     chat_rcbuf_release(f);
 }
@@ -318,7 +337,9 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap
 
 /* The client's address: the TCP peer, unless the peer is a trusted proxy; then the rightmost
  * X-Forwarded-For entry that is not itself a trusted proxy (entries to its left can be forged by
- * the client). */
+ * the client). An entry must be a bare IPv4 or IPv6 address: a zone id ("fe80::1%eth0"), a port or
+ * anything else stops the walk (the address found so far stands). What is logged is always
+ * re-formatted from the parsed address, never the header's text. */
 static void resolve_remote(gw_session_t *s)
 {
     struct sockaddr_storage peer;
@@ -349,10 +370,17 @@ static void resolve_remote(gw_session_t *s)
             return; /* garbage: keep what we have */
         memcpy(ip, xff.p + a, b - a);
         ip[b - a] = '\0';
-        if (uv_ip4_addr(ip, 0, (struct sockaddr_in *)&ss) != 0 &&
-            uv_ip6_addr(ip, 0, (struct sockaddr_in6 *)&ss) != 0)
+        if (memchr(ip, '%', b - a) != NULL)
+            return; /* a zone id: meaningless beyond the proxy's own link, and free text */
+        struct sockaddr_in *v4 = (struct sockaddr_in *)(void *)&ss;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)(void *)&ss;
+        if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
+            ss.ss_family = AF_INET;
+        else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
+            ss.ss_family = AF_INET6;
+        else
             return;
-        snprintf(s->remote, sizeof(s->remote), "%s", ip);
+        format_addr(&ss, s->remote, sizeof(s->remote));
         if (!gw_config_trusted_proxy(s->srv->cfg, (const struct sockaddr *)&ss))
             return;
         end = start > 0 ? start - 1 : 0;
@@ -384,7 +412,7 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     gw_conn_send_copy(&s->conn, out.p, out.len);
     chat_buf_free(&out);
     set_state(s, GW_S_OPEN);
-    gw__user_acquire(s);
+    gw__safety_user_acquire(s);
     gw__safety_start(s);
     gw__session_rearm(s);
     resolve_remote(s);
@@ -429,22 +457,21 @@ static int authenticate(gw_session_t *s)
     return 1;
 }
 
-/* /chat/{room}: the room must be one s may join (403 forbidden; 400 for a malformed dm: name).
- * Rewrites u->room to its canonical form (kept in s->room_buf). */
-static int authorize_room(gw_session_t *s, gw_upgrade_t *u)
+/* The app's say on the route (for the chat: /chat/{room} must name a room s may join; the
+ * canonical name is kept in s->route_buf). Returns 1 to go on. */
+static int authorize_route(gw_session_t *s, gw_upgrade_t *u)
 {
-    if (u->route != GW_ROUTE_CHAT)
+    const char *error = NULL, *message = NULL;
+    if (s->srv->app->on_upgrade == NULL)
         return 1;
-    int rc = gw__room_resolve(s, u->room, 1, s->room_buf, &u->room);
-    if (rc == CHAT_EBADREQ) {
-        refuse(s, 400, "bad_request", "malformed direct room name (dm:<user>:<user>)");
-        return 0;
-    }
-    if (rc == CHAT_EFORBIDDEN) {
-        refuse_auth(s, 403, GW_AUTHFAIL_FORBIDDEN, "forbidden", "you may not join this room");
-        return 0;
-    }
-    return 1;
+    int status = s->srv->app->on_upgrade(s, u, s->route_buf, &error, &message);
+    if (status == 0)
+        return 1;
+    if (status == 403)
+        refuse_auth(s, 403, GW_AUTHFAIL_FORBIDDEN, error, message);
+    else
+        refuse(s, status, error, message);
+    return 0;
 }
 
 static void handshake_input(gw_session_t *s, const char *p, size_t n)
@@ -487,7 +514,7 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
         refuse(s, 403, "forbidden_origin", "this Origin may not open WebSockets here");
         return;
     }
-    if (!authenticate(s) || !authorize_room(s, &u))
+    if (!authenticate(s) || !authorize_route(s, &u))
         return;
     if (s->srv->cfg->max_connections && s->srv->nopen >= s->srv->cfg->max_connections) {
         refuse(s, 503, "unavailable", "too many connections on this node, retry later");
@@ -524,43 +551,6 @@ static void on_conn_end(void *ctx, int err)
     request(ctx, GW_CLOSE_F_DROP);
 }
 
-/* ---- publications ---- */
-
-void gw__session_on_published(gw_session_t *s, int status)
-{
-    if (chat_list_is_empty(&s->pending_pubs))
-        return;
-    gw_pending_pub_t *p = chat_container_of(s->pending_pubs.next, gw_pending_pub_t, link);
-    chat_list_unlink(&p->link);
-    if (status == 0 && p->ack != NULL) {
-        gw__session_send(s, p->ack, GW_OUT_MUST);
-    } else if (status != 0) {
-        chat_buf_reset(&s->srv->json);
-        chat_env_build_error(&s->srv->json, "unavailable", "the message could not be published",
-                             p->ack ? chat_str(p->cid, p->cid_len) : CHAT_STR_NULL,
-                             chat_str(p->room, p->room_len));
-        gw__session_send_json(s);
-    }
-    chat_rcbuf_release(p->ack);
-    free(p);
-}
-
-void gw__session_expect_published(gw_session_t *s, chat_str_t room, chat_str_t cid, chat_str_t id)
-{
-    gw_pending_pub_t *p = chat_xcalloc(1, sizeof(*p) + cid.len);
-    memcpy(p->room, room.p, room.len);
-    p->room_len = room.len;
-    if (cid.p != NULL) {
-        chat_buf_t ack = CHAT_BUF_INIT;
-        chat_env_build_ack(&ack, cid, room, id);
-        p->ack = gw_ws_encode(0, ack.p, ack.len);
-        chat_buf_free(&ack);
-        memcpy(p->cid, cid.p, cid.len);
-        p->cid_len = cid.len;
-    }
-    chat_list_insert_tail(&s->pending_pubs, &p->link);
-}
-
 /* ---- accept ---- */
 
 void gw__session_accept(gw_server_t *srv)
@@ -575,8 +565,6 @@ void gw__session_accept(gw_server_t *srv)
         .ctx = s,
     };
     s->ws_h = (gw_ws_handlers_t){.on_message = on_ws_message, .send = on_ws_send, .ctx = s};
-    chat_list_init(&s->rooms);
-    chat_list_init(&s->pending_pubs);
     chat_list_init(&s->link);
     chat_list_init(&s->close_link);
     chat_list_insert_tail(&srv->all_sessions, &s->all_link);

@@ -5,8 +5,9 @@
  * chat-gateway (flags, CHAT_* environment, defaults), e.g.
  *   chat-echo --listen 127.0.0.1:9001 --max-message-bytes 16777216 --send-queue-bytes 67108864
  * then ws://127.0.0.1:9001/ws (the gateway's upgrade path; "/chat/{room}" works too, "/" is 404).
- * It runs gw_main(), the very path of chat-gateway's main(), with the echo app instead of chat. */
-#include "internal.h"
+ * It runs gw_main(), the very path of chat-gateway's main(), with the echo app instead of chat,
+ * and links the gateway's core only (gateway/core.h): no room, envelope or chat file. */
+#include "core.h"
 #include "run.h"
 
 static void echo_open(gw_session_t *s, const gw_upgrade_t *u)

@@ -1,0 +1,161 @@
+/* gateway/chat_stats.c - the chat's own metric families (docs/operations.md), appended to
+ * /metrics through gw_app_t.render_metrics: client messages by type, frames delivered, rooms,
+ * broker messages refused, the busiest rooms (toprooms.h: Space-Saving over counts halved every
+ * TOP_SWEEP_MS; the busiest public rooms get a series, the rest sum as _other, dm: and private:
+ * rooms as _private), and the delivery latency histogram. Also the cap of sampled message log
+ * records. Counters live in gw_chat_t; labels never carry user ids or tokens. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "chat.h"
+#include "clock.h"
+
+#define TOP_SWEEP_MS 60000
+
+/* upper bounds in seconds */
+static const double latency_le[GW_LATENCY_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+/* The label values of chat_broker_rejected_total, in the order of relay.c's reasons. */
+static const char *const reject_reasons[GW_REJECT_REASONS] = {
+    "header", "kind", "size", "utf8", "json", "type", "fields", "room"};
+
+/* The decay of the top-rooms scores: a half-life of one sweep period (toprooms.h). */
+static void on_top_sweep(uv_timer_t *t)
+{
+    gw_chat_t *chat = chat_container_of(t, gw_chat_t, top_sweep);
+    gw_toprooms_decay(&chat->top);
+}
+
+int gw__chat_stats_init(gw_chat_t *chat)
+{
+    gw_server_t *srv = chat->srv;
+    gw_toprooms_init(&chat->top, (size_t)srv->cfg->metrics_top_rooms);
+    uv_timer_init(srv->loop, &chat->top_sweep);
+    uv_timer_start(&chat->top_sweep, on_top_sweep, TOP_SWEEP_MS, TOP_SWEEP_MS);
+    uv_unref((uv_handle_t *)&chat->top_sweep);
+    return 0;
+}
+
+static void on_sweep_closed(uv_handle_t *h)
+{
+    gw_chat_t *chat = chat_container_of((uv_timer_t *)h, gw_chat_t, top_sweep);
+    gw_server_t *srv = chat->srv;
+    free(chat);
+    gw__server_release(srv);
+}
+
+void gw__chat_stats_close(gw_chat_t *chat)
+{
+    gw_toprooms_dispose(&chat->top);
+    gw__server_hold(chat->srv);
+    uv_close((uv_handle_t *)&chat->top_sweep, on_sweep_closed);
+}
+
+void gw__chat_stats_room_message(gw_chat_t *chat, chat_str_t room)
+{
+    gw_toprooms_count(&chat->top, room);
+}
+
+void gw__chat_stats_latency(gw_chat_t *chat, int64_t publish_ms)
+{
+    int64_t ms = chat_wall_ms() - publish_ms;
+    double s = ms > 0 ? (double)ms / 1000.0 : 0.0; /* clocks of two nodes may disagree a little */
+    size_t i = 0;
+    while (i < GW_LATENCY_BUCKETS && s > latency_le[i])
+        i++;
+    chat->latency_buckets[i]++;
+    chat->latency_count++;
+    chat->latency_sum_s += s;
+}
+
+int gw__chat_stats_log_allowed(gw_chat_t *chat)
+{
+    /* at most GW_LOG_MESSAGES_PER_SECOND in any second: the time of the record that many records
+     * ago must be a second old */
+    uint64_t now = uv_now(chat->srv->loop);
+    uint64_t *slot = &chat->log_times[chat->log_next % GW_LOG_MESSAGES_PER_SECOND];
+    if (chat->log_next >= GW_LOG_MESSAGES_PER_SECOND && now - *slot < 1000)
+        return 0;
+    *slot = now;
+    chat->log_next++;
+    return 1;
+}
+
+static void render_messages(gw_chat_t *chat, chat_buf_t *b)
+{
+    static const char *const in_types[] = {"invalid", "join", "leave", "chat",
+                                           "typing", "ping", "refresh"};
+    static const char *const out_types[] = {"chat", "typing", "system"};
+    char l[64];
+    gw__metrics_family(b, "chat_rooms", "gauge", "Rooms with local members on this node.");
+    gw__metrics_sample(b, "chat_rooms", NULL, chat_map_count(&chat->rooms));
+    gw__metrics_family(b, "chat_messages_received_total", "counter",
+                       "Messages from clients, by type.");
+    for (size_t i = 0; i < sizeof(in_types) / sizeof(in_types[0]); i++) {
+        snprintf(l, sizeof(l), "type=\"%s\"", in_types[i]);
+        gw__metrics_sample(b, "chat_messages_received_total", l, chat->received[i]);
+    }
+    gw__metrics_family(b, "chat_messages_delivered_total", "counter",
+                       "Chat, typing and system frames queued to clients (one per recipient).");
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(l, sizeof(l), "type=\"%s\"", out_types[i]);
+        gw__metrics_sample(b, "chat_messages_delivered_total", l, chat->delivered[i]);
+    }
+    gw__metrics_family(b, "chat_broker_rejected_total", "counter",
+                       "Broker messages dropped because no node would have published them, by "
+                       "reason.");
+    for (size_t i = 0; i < GW_REJECT_REASONS; i++) {
+        snprintf(l, sizeof(l), "reason=\"%s\"", reject_reasons[i]);
+        gw__metrics_sample(b, "chat_broker_rejected_total", l, chat->rejected[i]);
+    }
+}
+
+static void render_rooms(gw_chat_t *chat, chat_buf_t *b)
+{
+    gw_toprooms_stat_t st;
+    size_t pos = 0;
+    gw__metrics_family(b, "chat_room_messages_total", "counter",
+                       "Chat messages published from this node, by room (the busiest public "
+                       "rooms; the rest as _other, dm: and private: rooms as _private).");
+    while (gw_toprooms_next(&chat->top, &pos, &st)) {
+        if (!st.exported)
+            continue;
+        chat_buf_append(b, "chat_room_messages_total{room=\"", 31);
+        gw__metrics_label_value(b, st.room.p, st.room.len);
+        chat_buf_appendf(b, "\"} %llu\n", (unsigned long long)st.value);
+    }
+    gw__metrics_sample(b, "chat_room_messages_total", "room=\"" GW_TOPROOMS_OTHER "\"",
+                       chat->top.other);
+    gw__metrics_sample(b, "chat_room_messages_total", "room=\"" GW_TOPROOMS_PRIVATE "\"",
+                       chat->top.private_msgs);
+}
+
+static void render_latency(gw_chat_t *chat, chat_buf_t *b)
+{
+    uint64_t cum = 0;
+    gw__metrics_family(b, "chat_delivery_latency_seconds", "histogram",
+                       "From the publish time stamped by the origin node to the hand-off to "
+                       "local sockets, one observation per message per node.");
+    for (size_t i = 0; i < GW_LATENCY_BUCKETS; i++) {
+        cum += chat->latency_buckets[i];
+        chat_buf_appendf(b, "chat_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                         latency_le[i], (unsigned long long)cum);
+    }
+    cum += chat->latency_buckets[GW_LATENCY_BUCKETS];
+    chat_buf_appendf(b, "chat_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+                     (unsigned long long)cum);
+    chat_buf_appendf(b, "chat_delivery_latency_seconds_sum %.6f\n", chat->latency_sum_s);
+    chat_buf_appendf(b, "chat_delivery_latency_seconds_count %llu\n",
+                     (unsigned long long)chat->latency_count);
+}
+
+void gw__chat_stats_render(gw_server_t *srv, chat_buf_t *out)
+{
+    gw_chat_t *chat = gw__chat(srv);
+    if (chat == NULL)
+        return;
+    render_messages(chat, out);
+    render_rooms(chat, out);
+    render_latency(chat, out);
+}

@@ -1,0 +1,77 @@
+/* gateway/relay.c - the chat's side of the broker (chat app). Every room message leaves a node as
+ * a wire header (common/wire.h: origin node and connection, publish time, whether the origin is
+ * excluded) in front of the envelope exactly as members receive it; this file writes that header
+ * and parses it, so the two cannot drift apart.
+ *
+ * What arrives from the broker crosses a trust boundary (anything that can PUBLISH to Redis can
+ * put bytes there): a message is relayed only when it is what a node would have published
+ * itself; anything else is dropped, counted (chat_broker_rejected_total{reason}) and logged
+ * (sampled). A valid message is encoded once into a WebSocket frame that every local member of
+ * its room shares. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "chat.h"
+#include "clock.h"
+#include "err.h"
+#include "log.h"
+
+#define REJECT_LOG_EVERY_MS 1000 /* at most one log record per second for refused messages */
+
+int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
+                      const gw_session_t *origin, int exclude_origin, uint64_t tag,
+                      chat_str_t json)
+{
+    gw_server_t *srv = chat->srv;
+    chat_wire_hdr_t h = {
+        .kind = kind,
+        .exclude_origin = exclude_origin,
+        .origin_node = srv->node,
+        .origin_conn = origin ? origin->id : 0,
+        .publish_ms = chat_wall_ms(),
+    };
+    chat_buf_reset(&chat->wire);
+    chat_wire_put_header(&chat->wire, &h);
+    chat_buf_append_str(&chat->wire, json);
+    return broker_publish(srv->broker, room, chat_buf_str(&chat->wire), tag);
+}
+
+static void reject(gw_chat_t *chat, chat_str_t topic, size_t bytes, unsigned reason,
+                   const char *why)
+{
+    uint64_t now = uv_now(chat->srv->loop);
+    chat->rejected[reason]++;
+    if (chat->reject_log_ms != 0 && now - chat->reject_log_ms < REJECT_LOG_EVERY_MS)
+        return;
+    chat->reject_log_ms = now;
+    CHAT_LOG(CHAT_LOG_WARN, "broker message dropped", CHAT_KV_S("room", topic),
+             CHAT_KV_C("reason", why), CHAT_KV_N("bytes_in", bytes));
+}
+
+void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data)
+{
+    gw_chat_t *chat = gw__chat(srv);
+    chat_wire_hdr_t h;
+    chat_str_t json;
+    gw_room_t *room = gw__room_find(chat, topic);
+    if (room == NULL)
+        return; /* the last member left after the message was published */
+    if (chat_wire_parse(data, &h, &json) != 0) {
+        reject(chat, topic, data.len, 0, "header");
+        return;
+    }
+    gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
+    uint64_t skip = h.exclude_origin && chat_str_eq(h.origin_node, srv->node) ? h.origin_conn : 0;
+    gw__chat_stats_latency(chat, h.publish_ms);
+    size_t kind_ix = h.kind == CHAT_WIRE_CHAT ? 0 : h.kind == CHAT_WIRE_TYPING ? 1 : 2;
+    chat_rcbuf_t *frame = gw_ws_encode(0, json.p, json.len); /* once for every member */
+    chat->delivered[kind_ix] += gw__room_fanout(room, frame, kind, skip);
+    chat_rcbuf_release(frame);
+}
+
+void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status)
+{
+    gw_session_t *s = gw__session_find(srv, tag);
+    if (s != NULL)
+        gw__pubs_on_published(s, status);
+}
