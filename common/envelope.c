@@ -1,7 +1,8 @@
 /* common/envelope.c - THE JSON envelope (see envelope.h): one typed parse of client messages
  * (cJSON_ParseWithLengthOpts, since WebSocket payloads are not NUL-terminated) and one
  * hand-written builder per outbound type (compact JSON, fixed key order, RFC 8259 escaping),
- * plus the typed parse of a JWT's header and claims for gateway/auth.c.
+ * plus the typed parse of a JWT's header and claims for gateway/auth.c, and the check of
+ * envelopes relayed by the broker (chat_env_check_relayed(), for chat_wire_check()).
  * The only file that includes cJSON.h. Holds no state: parse results borrow the caller's tree,
  * builders only append to the caller's buffer, JWT claims are copies the caller disposes. */
 #include "envelope.h"
@@ -17,6 +18,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "err.h"
+#include "names.h"
 #include "str.h"
 
 #define STRINGIFY_(x) #x
@@ -134,9 +136,77 @@ static int parse_object(const char *p, size_t n, chat_env_in_t *out, cJSON **doc
     return 0;
 }
 
+/* What scan_strings() found in the strings of a JSON text. A NUL is the escape \u0000 or a raw
+ * 0x00 byte (cJSON takes both): cJSON strings end at the first NUL, so "ab\u0000cd" would read as
+ * "ab", and "a\u0000b" as the room "a". */
+typedef struct str_scan {
+    uint64_t nul_members; /* bit i: the value of top-level member i (in order) holds a NUL */
+    int nul_key;          /* a key, at any depth, holds a NUL */
+} str_scan_t;
+_Static_assert(CHAT_ENV_MAX_KEYS <= 64, "str_scan_t has one bit per top-level member");
+
+/* Scans p[0..n), a JSON object that check_shape() and cJSON accepted (so at most
+ * CHAT_ENV_MAX_DEPTH levels and CHAT_ENV_MAX_KEYS keys per object), string by string, keeping
+ * the string and escape state: "\\u0000" (an escaped backslash, then the text u0000) is no NUL.
+ * Top-level member i is the i-th child of cJSON's tree: both keep the input order. */
+static void scan_strings(const char *p, size_t n, str_scan_t *r)
+{
+    unsigned depth = 0;
+    unsigned char is_obj[CHAT_ENV_MAX_DEPTH + 1], want_key[CHAT_ENV_MAX_DEPTH + 1];
+    int member = -1; /* the top-level member being read */
+
+    memset(r, 0, sizeof(*r));
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '"') {
+            int is_key =
+                depth > 0 && depth <= CHAT_ENV_MAX_DEPTH && is_obj[depth] && want_key[depth];
+            int nul = 0;
+            if (is_key) {
+                want_key[depth] = 0;
+                if (depth == 1)
+                    member++;
+            }
+            for (i++; i < n && p[i] != '"'; i++) {
+                unsigned char u = (unsigned char)p[i];
+                if (u == '\\') {
+                    if (n - i > 5 && p[i + 1] == 'u' && memcmp(p + i + 2, "0000", 4) == 0)
+                        nul = 1;
+                    i++; /* the escaped character (a second backslash included) */
+                } else if (u == 0) {
+                    nul = 1;
+                }
+            }
+            if (nul && is_key)
+                r->nul_key = 1;
+            else if (nul && member >= 0 && member < 64)
+                r->nul_members |= (uint64_t)1 << member;
+        } else if (c == '{' || c == '[') {
+            if (++depth <= CHAT_ENV_MAX_DEPTH) {
+                is_obj[depth] = c == '{';
+                want_key[depth] = c == '{';
+            }
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        } else if (c == ',' && depth > 0 && depth <= CHAT_ENV_MAX_DEPTH && is_obj[depth]) {
+            want_key[depth] = 1;
+        }
+    }
+}
+
+/* 1 when the first member named `key` (the one cJSON's lookup finds) holds a NUL. */
+static int member_has_nul(const cJSON *obj, const str_scan_t *scan, const char *key)
+{
+    unsigned i = 0;
+    for (const cJSON *c = obj->child; c != NULL && i < 64; c = c->next, i++)
+        if (c->string != NULL && strcmp(c->string, key) == 0)
+            return (scan->nul_members >> i) & 1;
+    return 0;
+}
+
 /* Looks up `key` (case-sensitive; the first of duplicate keys wins). Returns 0 with *dst absent
- * or set, or CHAT_EBADREQ when the value is not a string. A string with an embedded \u0000
- * ends at the NUL (cJSON keeps no length), which is safe: never longer than what was sent. */
+ * or set, or CHAT_EBADREQ when the value is not a string. cJSON keeps no length: a string that
+ * held a NUL would end there, so callers refuse those first (scan_strings()). */
 static int get_string(const cJSON *obj, const char *key, chat_str_t *dst)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -150,13 +220,15 @@ static int get_string(const cJSON *obj, const char *key, chat_str_t *dst)
     return 0;
 }
 
-/* A cid that is the wrong type or too long is not filled in (it is not echoable). */
-static int parse_cid(const cJSON *root, chat_env_in_t *out)
+/* A cid that is the wrong type, holds a NUL or is too long is not filled in (not echoable). */
+static int parse_cid(const cJSON *root, const str_scan_t *scan, chat_env_in_t *out)
 {
     chat_str_t cid;
 
     if (get_string(root, "cid", &cid) != 0)
         return fail(out, CHAT_EBADREQ, "field 'cid' must be a string");
+    if (member_has_nul(root, scan, "cid"))
+        return fail(out, CHAT_EBADREQ, "field 'cid' contains a NUL character");
     if (cid.p != NULL && cid.len > CHAT_ENV_MAX_CID)
         return fail(out, CHAT_EBADREQ,
                     "field 'cid' must be at most " STRINGIFY(CHAT_ENV_MAX_CID) " bytes");
@@ -203,16 +275,51 @@ static int parse_fields(const cJSON *root, const type_spec_t *t, chat_env_in_t *
     return 0;
 }
 
+/* Refuses a NUL in any string: a key (then no cid is echoed either), or the value of any member,
+ * named when it is one we read. Runs before any field is read, so no check ever sees a string
+ * cut short, and every length checked is the decoded length. */
+static int refuse_nul(const cJSON *root, const str_scan_t *scan, chat_env_in_t *out)
+{
+    static const struct {
+        const char *key, *why;
+    } named[] = {
+        {"type", "field 'type' contains a NUL character"},
+        {"room", "field 'room' contains a NUL character"},
+        {"text", "field 'text' contains a NUL character"},
+        {"token", "field 'token' contains a NUL character"},
+        {"cid", "field 'cid' contains a NUL character"},
+    };
+    unsigned i = 0;
+
+    if (scan->nul_members == 0)
+        return 0;
+    for (const cJSON *c = root->child; c != NULL && i < 64; c = c->next, i++) {
+        if (!((scan->nul_members >> i) & 1))
+            continue;
+        for (size_t k = 0; k < sizeof(named) / sizeof(named[0]); k++)
+            if (c->string != NULL && strcmp(c->string, named[k].key) == 0)
+                return fail(out, CHAT_EBADREQ, named[k].why);
+        break;
+    }
+    return fail(out, CHAT_EBADREQ, "a string in the message contains a NUL character");
+}
+
 /* On CHAT_EBADJSON *doc stays NULL (any tree built was freed here); on every other return
  * *doc holds the tree. chat_env_free(NULL) is a no-op, so callers may always free. */
 int chat_env_parse(const char *p, size_t n, chat_env_in_t *out, struct cJSON **doc)
 {
     const type_spec_t *spec = NULL;
+    str_scan_t scan;
     int rc;
 
     memset(out, 0, sizeof(*out));
     *doc = NULL;
-    if ((rc = parse_object(p, n, out, doc)) != 0 || (rc = parse_cid(*doc, out)) != 0 ||
+    if ((rc = parse_object(p, n, out, doc)) != 0)
+        return rc;
+    scan_strings(p, n, &scan);
+    if (scan.nul_key)
+        return fail(out, CHAT_EBADREQ, "a key in the message contains a NUL character");
+    if ((rc = parse_cid(*doc, &scan, out)) != 0 || (rc = refuse_nul(*doc, &scan, out)) != 0 ||
         (rc = parse_type(*doc, out, &spec)) != 0 || (rc = parse_fields(*doc, spec, out)) != 0)
         return rc;
     return 0;
@@ -546,8 +653,10 @@ static int jwt_parse_object(const char *p, size_t n, cJSON **root, const char **
         *why = "not valid UTF-8";
         return CHAT_EBADJSON;
     }
-    if (p != NULL && has_nul_escape(p, n)) {
-        *why = "a string holds \\u0000";
+    /* a raw 0x00 byte is JSON nowhere: cJSON skips it as whitespace between tokens and cuts a
+     * string at it */
+    if (p != NULL && (has_nul_escape(p, n) || memchr(p, '\0', n) != NULL)) {
+        *why = "a string holds \\u0000 or a NUL byte";
         return CHAT_EBADREQ;
     }
     if ((rc = parse_object(p, n, &scratch, root)) != 0) {
@@ -747,4 +856,186 @@ void chat_env_jwt_claims_dispose(chat_jwt_claims_t *c)
     free_strings(c->aud, c->naud);
     free_strings(c->rooms, c->nrooms);
     memset(c, 0, sizeof(*c));
+}
+
+/* ---- relayed envelopes ------------------------------------------------------------------ */
+
+/* The longest fixed part of a relayed envelope: {"type":"chat","room":"","id":"","user":"",
+ * "name":"","text":"","ts":} and the system one with "leave" are 69 bytes, plus 20 for ts. */
+#define RELAYED_OVERHEAD 128
+#define RELAYED_TS_MAX   9007199254740992.0 /* 2^53 */
+
+enum { RK_CHAT = 1u << 0, RK_TYPING = 1u << 1, RK_SYSTEM = 1u << 2, RK_ALL = 7u };
+
+static int str_len_in(const cJSON *v, size_t min, size_t max)
+{
+    size_t len;
+    if (!cJSON_IsString(v) || v->valuestring == NULL)
+        return 0;
+    len = strlen(v->valuestring); /* the decoded length: NULs were refused before */
+    return len >= min && len <= max;
+}
+
+static int valid_id(const cJSON *v, size_t max_text)
+{
+    return str_len_in(v, 1, CHAT_ENV_RELAYED_MAX_ID);
+}
+
+static int valid_user(const cJSON *v, size_t max_text)
+{
+    return str_len_in(v, 1, CHAT_JWT_MAX_SUB);
+}
+
+static int valid_name(const cJSON *v, size_t max_text)
+{
+    return str_len_in(v, 0, CHAT_JWT_MAX_NAME);
+}
+
+static int valid_text(const cJSON *v, size_t max_text)
+{
+    return str_len_in(v, 1, max_text);
+}
+
+static int valid_event(const cJSON *v, size_t max_text)
+{
+    return cJSON_IsString(v) && v->valuestring != NULL &&
+           (strcmp(v->valuestring, "join") == 0 || strcmp(v->valuestring, "leave") == 0);
+}
+
+/* An integer in 0..2^53 (chat_wall_ms(), written with %PRId64 by put_int()). */
+static int valid_ts(const cJSON *v, size_t max_text)
+{
+    double d;
+    if (!cJSON_IsNumber(v))
+        return 0;
+    d = v->valuedouble;
+    return d >= 0 && d <= RELAYED_TS_MAX && (double)(int64_t)d == d; /* false for NaN */
+}
+
+/* Every key a relayed envelope may have, the envelopes that carry it and those that require it
+ * (as the builders write them). type and room are checked before, with reasons of their own. */
+static const struct relayed_field {
+    const char *key;
+    unsigned carried, required; /* RK_* */
+    int (*valid)(const cJSON *v, size_t max_text);
+} relayed_fields[] = {
+    {"type", RK_ALL, RK_ALL, NULL},
+    {"room", RK_ALL, RK_ALL, NULL},
+    {"id", RK_CHAT, RK_CHAT, valid_id},
+    {"event", RK_SYSTEM, RK_SYSTEM, valid_event},
+    {"user", RK_ALL, RK_ALL, valid_user},
+    {"name", RK_ALL, 0, valid_name},
+    {"text", RK_CHAT, RK_CHAT, valid_text},
+    {"ts", RK_CHAT | RK_SYSTEM, RK_CHAT | RK_SYSTEM, valid_ts},
+};
+
+#define NRELAYED_FIELDS (sizeof(relayed_fields) / sizeof(relayed_fields[0]))
+
+/* 1 when every member of root is a key of kind rk, at most once, of a valid value, and every
+ * key rk requires is there. */
+static int relayed_fields_ok(const cJSON *root, unsigned rk, size_t max_text)
+{
+    unsigned seen = 0;
+    for (const cJSON *c = root->child; c != NULL; c = c->next) {
+        size_t k = 0;
+        if (c->string == NULL)
+            return 0;
+        while (k < NRELAYED_FIELDS && strcmp(c->string, relayed_fields[k].key) != 0)
+            k++;
+        if (k == NRELAYED_FIELDS || !(relayed_fields[k].carried & rk) || (seen & (1u << k)))
+            return 0;
+        if (relayed_fields[k].valid != NULL && !relayed_fields[k].valid(c, max_text))
+            return 0;
+        seen |= 1u << k;
+    }
+    for (size_t k = 0; k < NRELAYED_FIELDS; k++)
+        if ((relayed_fields[k].required & rk) && !(seen & (1u << k)))
+            return 0;
+    return 1;
+}
+
+/* 1 when the first member `key` of root is a string equal to want. */
+static int string_member_is(const cJSON *root, const char *key, chat_str_t want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    return cJSON_IsString(v) && v->valuestring != NULL &&
+           chat_str_eq(chat_cstr(v->valuestring), want);
+}
+
+size_t chat_env_relayed_max_bytes(size_t max_text_bytes)
+{
+    const size_t strings =
+        CHAT_ROOM_NAME_MAX + CHAT_ENV_RELAYED_MAX_ID + CHAT_JWT_MAX_SUB + CHAT_JWT_MAX_NAME;
+    if (max_text_bytes > (SIZE_MAX - RELAYED_OVERHEAD) / 6 - strings)
+        return SIZE_MAX;
+    return 6 * (max_text_bytes + strings) + RELAYED_OVERHEAD;
+}
+
+/* 1 when p[0..n) holds a byte below 0x20. Builders write none: they escape every control
+ * character inside strings and put no whitespace between tokens, where cJSON would take any such
+ * byte (NUL included) as whitespace. */
+static int has_control_byte(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20)
+            return 1;
+    return 0;
+}
+
+static int relayed_fail(chat_wire_reason_t *reason, chat_wire_reason_t r)
+{
+    *reason = r;
+    return CHAT_EMALFORMED;
+}
+
+int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t room,
+                           size_t max_text_bytes, chat_wire_reason_t *reason)
+{
+    const char *type;
+    unsigned rk;
+    chat_env_in_t scratch;
+    str_scan_t scan;
+    cJSON *root = NULL;
+    chat_wire_reason_t r;
+
+    switch (kind) {
+    case CHAT_WIRE_CHAT:
+        rk = RK_CHAT;
+        type = "chat";
+        break;
+    case CHAT_WIRE_TYPING:
+        rk = RK_TYPING;
+        type = "typing";
+        break;
+    case CHAT_WIRE_SYSTEM:
+        rk = RK_SYSTEM;
+        type = "system";
+        break;
+    default:
+        return relayed_fail(reason, CHAT_WIRE_R_KIND);
+    }
+    if (json.len > chat_env_relayed_max_bytes(max_text_bytes))
+        return relayed_fail(reason, CHAT_WIRE_R_SIZE);
+    if (json.len > 0 && !utf8_valid((const unsigned char *)json.p, json.len))
+        return relayed_fail(reason, CHAT_WIRE_R_UTF8);
+    /* exactly one object, '{' first and '}' last: builders write no whitespace around it */
+    memset(&scratch, 0, sizeof(scratch));
+    if (json.len < 2 || json.p[0] != '{' || json.p[json.len - 1] != '}' ||
+        parse_object(json.p, json.len, &scratch, &root) != 0)
+        return relayed_fail(reason, CHAT_WIRE_R_JSON);
+    scan_strings(json.p, json.len, &scan);
+    if (has_control_byte(json.p, json.len))
+        r = CHAT_WIRE_R_JSON;
+    else if (scan.nul_key || scan.nul_members != 0)
+        r = CHAT_WIRE_R_FIELDS; /* before type and room: cJSON would read "chat\u0000x" as "chat" */
+    else if (!string_member_is(root, "type", chat_cstr(type)))
+        r = CHAT_WIRE_R_TYPE;
+    else if (room.p == NULL || !string_member_is(root, "room", room))
+        r = CHAT_WIRE_R_ROOM;
+    else if (!relayed_fields_ok(root, rk, max_text_bytes))
+        r = CHAT_WIRE_R_FIELDS;
+    else
+        r = CHAT_WIRE_NREASONS;
+    cJSON_Delete(root);
+    return r == CHAT_WIRE_NREASONS ? 0 : relayed_fail(reason, r);
 }

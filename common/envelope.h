@@ -2,7 +2,9 @@
  * One typed parse for client messages (validating each field's type once) and one builder per
  * outbound message type. Builders append compact JSON to a chat_buf_t and never fail (they
  * abort on OOM, sizes are ours). Also the typed parse of a JWT's header and claims (the JSON
- * halves only; gateway/auth.c does the rest). Protocol reference: docs/protocol.md. */
+ * halves only; gateway/auth.c does the rest), and the check that an envelope relayed by the
+ * broker is one a node built (the JSON half of chat_wire_check()). Protocol reference:
+ * docs/protocol.md. */
 #ifndef CHAT_COMMON_ENVELOPE_H
 #define CHAT_COMMON_ENVELOPE_H
 
@@ -10,6 +12,7 @@
 
 #include "buf.h"
 #include "str.h"
+#include "wire.h"
 
 struct cJSON;
 
@@ -48,9 +51,15 @@ typedef struct chat_env_in {
  *                       CHAT_ENV_MAX_KEYS keys (no tree, no cid);
  *                       `type` missing or not a string; a known field of the wrong type (e.g. a
  *                       numeric room); a required field missing; a cid longer than
- *                       CHAT_ENV_MAX_CID;
+ *                       CHAT_ENV_MAX_CID; a NUL (the escape \u0000, or a raw 0x00 byte) in any
+ *                       string, keys and unknown fields included ("field 'text' contains a NUL
+ *                       character"): cJSON would cut the string there, so "ab\u0000secret" is
+ *                       refused, never read as "ab" (the cid is still echoed when it is clean,
+ *                       not when the NUL is in the cid or in a key);
  *   CHAT_EUNKNOWN_TYPE  `type` is a string we do not know.
- * Room validity and the text length limit are the caller's checks (they depend on config).
+ * Room validity and the text length limit are the caller's checks (they depend on config); the
+ * lengths they see are those of the decoded strings. An escaped backslash followed by the text
+ * u0000 ("\\u0000" in the JSON) is six ordinary characters, not a NUL.
  * *doc receives the parse tree whenever one was built (also on CHAT_EBADREQ and
  * CHAT_EUNKNOWN_TYPE, so out->cid can be echoed); the caller frees it with chat_env_free(). */
 int chat_env_parse(const char *p, size_t n, chat_env_in_t *out, struct cJSON **doc);
@@ -100,11 +109,30 @@ void chat_env_put_string(chat_buf_t *out, chat_str_t s);
 /* The body of an HTTP refusal: {"error":"<code>","message":"..."} */
 void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *message);
 
+/* ---- relayed envelopes: what a node accepts from the broker ------------------------------ */
+/* The JSON half of chat_wire_check() (see wire.h for the reasons and what they cover): whether
+ * json is exactly what chat_env_build_chat (kind CHAT_WIRE_CHAT), chat_env_build_typing
+ * (CHAT_WIRE_TYPING) or chat_env_build_system (CHAT_WIRE_SYSTEM) builds for `room`, on a node
+ * whose text limit is max_text_bytes: the same keys (name optional; no other key, none twice),
+ * each of its JSON type; id 1..CHAT_ENV_RELAYED_MAX_ID bytes, user 1..CHAT_JWT_MAX_SUB, name
+ * 0..CHAT_JWT_MAX_NAME, text 1..max_text_bytes (decoded), ts an integer in 0..2^53, event "join"
+ * or "leave"; no NUL in any string. Returns 0, or CHAT_EMALFORMED with *reason set. Pure; builds
+ * and frees one cJSON tree, after the size, UTF-8 and shape checks (no tree for those). */
+#define CHAT_ENV_RELAYED_MAX_ID 128 /* a message id: "<node>-<boot>-<seq>" (gateway/dispatch.c) */
+
+int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t room,
+                           size_t max_text_bytes, chat_wire_reason_t *reason);
+
+/* The longest JSON part chat_env_check_relayed() takes for max_text_bytes: every string at its
+ * longest and fully escaped (6 bytes per byte), plus the keys, punctuation and a 20-digit ts.
+ * Longer is "size". */
+size_t chat_env_relayed_max_bytes(size_t max_text_bytes);
+
 /* ---- JWT (JWS compact serialization) header and claims --------------------------------- */
 /* The JSON halves of a JWT, for gateway/auth.c (which does base64url, signatures and policy).
  * Both parsers take the DECODED bytes (not NUL-terminated) and, before building a tree, refuse
- * input that is not valid UTF-8 or that contains a \u0000 escape (a string that cJSON would cut
- * short, so "admin\u0000x" can never read as "admin"). The top-level value must be an object
+ * input that is not valid UTF-8 or that contains a \u0000 escape or a raw 0x00 byte (a string
+ * that cJSON would cut short, so "admin\u0000x" can never read as "admin"). The top-level value must be an object
  * with no duplicate keys (RFC 7515 section 5.2 allows refusing them; other parsers take the
  * last, cJSON the first); depth and key counts are bounded as for chat_env_parse(). */
 

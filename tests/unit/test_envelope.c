@@ -18,7 +18,9 @@
 #include "buf.h"
 #include "envelope.h"
 #include "err.h"
+#include "names.h"
 #include "str.h"
+#include "wire.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -424,15 +426,144 @@ static void test_parse_chat_unicode_escape_is_decoded(void **state)
     chat_env_free(doc);
 }
 
-static void test_parse_chat_embedded_nul_is_safe(void **state)
+/* ---- parse: NUL in strings --------------------------------------------------------------- */
+/* cJSON strings end at the first NUL, so each of these would read as a shorter string ("ab",
+ * the room "a", the type "chat"): every one must be refused, never cut. */
+
+/* Expects CHAT_EBADREQ with `why` and the given cid echo (NULL: no cid). */
+static void expect_nul_refused(const char *json, const char *why, const char *cid)
 {
     chat_env_in_t in;
     cJSON *doc = NULL;
 
-    /* cJSON strings stop at NUL: the text is cut there, never read past. */
-    assert_int_equal(parse("{\"type\":\"chat\",\"text\":\"ab\\u0000cd\"}", &in, &doc), 0);
-    assert_chat_str(in.text, "ab");
+    assert_int_equal(parse(json, &in, &doc), CHAT_EBADREQ);
+    assert_non_null(doc); /* a tree was built (JSON is fine): the cid may be echoed from it */
+    assert_string_equal(in.error, why);
+    if (cid == NULL)
+        assert_null(in.cid.p);
+    else
+        assert_chat_str(in.cid, cid);
+    assert_null(in.text.p);
+    assert_null(in.room.p);
     chat_env_free(doc);
+}
+
+static void test_parse_nul_in_text_is_badreq(void **state)
+{
+    expect_nul_refused("{\"type\":\"chat\",\"text\":\"ab\\u0000secret\",\"cid\":\"c1\"}",
+                       "field 'text' contains a NUL character", "c1");
+    /* at either end, alone, and after a valid escape */
+    expect_nul_refused("{\"type\":\"chat\",\"text\":\"\\u0000\"}",
+                       "field 'text' contains a NUL character", NULL);
+    expect_nul_refused("{\"type\":\"chat\",\"text\":\"x\\n\\u0000\"}",
+                       "field 'text' contains a NUL character", NULL);
+}
+
+static void test_parse_nul_in_room_is_badreq(void **state)
+{
+    expect_nul_refused("{\"type\":\"join\",\"room\":\"a\\u0000b\",\"cid\":\"j\"}",
+                       "field 'room' contains a NUL character", "j");
+    expect_nul_refused("{\"type\":\"chat\",\"room\":\"a\\u0000b\",\"text\":\"hi\"}",
+                       "field 'room' contains a NUL character", NULL);
+}
+
+static void test_parse_nul_in_cid_is_badreq_and_not_echoed(void **state)
+{
+    expect_nul_refused("{\"type\":\"ping\",\"cid\":\"ab\\u0000cd\"}",
+                       "field 'cid' contains a NUL character", NULL);
+    /* a second cid holding the NUL: the first is clean and echoed, the message still refused */
+    expect_nul_refused("{\"type\":\"ping\",\"cid\":\"ok\",\"cid\":\"x\\u0000\"}",
+                       "field 'cid' contains a NUL character", "ok");
+}
+
+static void test_parse_nul_in_token_is_badreq(void **state)
+{
+    expect_nul_refused("{\"type\":\"refresh\",\"token\":\"a.b.c\\u0000junk\",\"cid\":\"r\"}",
+                       "field 'token' contains a NUL character", "r");
+}
+
+static void test_parse_nul_in_type_is_badreq(void **state)
+{
+    expect_nul_refused("{\"type\":\"chat\\u0000x\",\"text\":\"hi\"}",
+                       "field 'type' contains a NUL character", NULL);
+}
+
+static void test_parse_nul_in_unknown_field_is_badreq(void **state)
+{
+    expect_nul_refused("{\"type\":\"ping\",\"extra\":\"\\u0000\",\"cid\":\"p\"}",
+                       "a string in the message contains a NUL character", "p");
+    /* nested in an array or object of an unknown field */
+    expect_nul_refused("{\"type\":\"ping\",\"x\":[1,{\"a\":[\"\\u0000\"]}]}",
+                       "a string in the message contains a NUL character", NULL);
+    /* in the value of a duplicate key: the first "text" is clean, the second is not */
+    expect_nul_refused("{\"type\":\"chat\",\"text\":\"ok\",\"text\":\"a\\u0000\"}",
+                       "field 'text' contains a NUL character", NULL);
+}
+
+static void test_parse_nul_in_key_is_badreq(void **state)
+{
+    /* "text\u0000x" would read as the key "text"; "cid\u0000" as "cid": neither is echoed */
+    expect_nul_refused("{\"type\":\"chat\",\"text\\u0000x\":\"hi\"}",
+                       "a key in the message contains a NUL character", NULL);
+    expect_nul_refused("{\"type\":\"ping\",\"cid\\u0000\":\"c\"}",
+                       "a key in the message contains a NUL character", NULL);
+    expect_nul_refused("{\"type\":\"ping\",\"x\":{\"\\u0000\":1}}",
+                       "a key in the message contains a NUL character", NULL);
+}
+
+static void test_parse_raw_nul_byte_in_string_is_badreq(void **state)
+{
+    static const char json[] = "{\"type\":\"chat\",\"text\":\"ab\0cd\"}";
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse_n(json, sizeof(json) - 1, &in, &doc), CHAT_EBADREQ);
+    assert_string_equal(in.error, "field 'text' contains a NUL character");
+    chat_env_free(doc);
+}
+
+/* "\\u0000" in the JSON is an escaped backslash, then the text u0000: no NUL. */
+static void test_parse_escaped_backslash_u0000_is_text(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"chat\",\"room\":\"r\",\"text\":\"a\\\\u0000b\","
+                           "\"cid\":\"\\\\u0000\"}",
+                           &in, &doc),
+                     0);
+    assert_chat_str(in.text, "a\\u0000b");
+    assert_chat_str(in.cid, "\\u0000");
+    chat_env_free(doc);
+    /* but an escaped backslash followed by a real \u0000 escape is a NUL */
+    expect_nul_refused("{\"type\":\"chat\",\"text\":\"a\\\\\\u0000\"}",
+                       "field 'text' contains a NUL character", NULL);
+    /* and \u0000 spelled in a key or value of a clean message elsewhere is still accepted text */
+    assert_int_equal(parse("{\"type\":\"ping\",\"k\\\\u0000\":\"u0000\"}", &in, &doc), 0);
+    chat_env_free(doc);
+}
+
+/* The cid limit counts decoded bytes: 128 escaped characters are 128 bytes, not 768. */
+static void test_parse_cid_length_is_decoded(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    for (int n = CHAT_ENV_MAX_CID; n <= CHAT_ENV_MAX_CID + 1; n++) {
+        chat_buf_reset(&b);
+        chat_buf_appendf(&b, "{\"type\":\"ping\",\"cid\":\"");
+        for (int i = 0; i < n; i++)
+            chat_buf_appendf(&b, "\\u0063");
+        chat_buf_appendf(&b, "\"}");
+        int rc = parse_n(b.p, b.len, &in, &doc);
+        assert_int_equal(rc, n == CHAT_ENV_MAX_CID ? 0 : CHAT_EBADREQ);
+        if (rc == 0)
+            assert_int_equal(in.cid.len, CHAT_ENV_MAX_CID);
+        chat_env_free(doc);
+        doc = NULL;
+    }
+    chat_buf_free(&b);
 }
 
 /* ---- parse: typing / ping ---------------------------------------------------------------- */
@@ -1079,6 +1210,406 @@ static void test_parse_refresh(void **state)
     chat_env_free(doc);
 }
 
+/* ---- relayed envelopes (chat_env_check_relayed) ------------------------------------------ */
+
+#define OK_RELAYED CHAT_WIRE_NREASONS /* "accepted" in the helpers below */
+
+/* Checks n bytes of json from an exact-size heap copy; returns the reason, or OK_RELAYED. */
+static chat_wire_reason_t relayed_n(const char *json, size_t n, chat_wire_kind_t kind,
+                                    const char *room, size_t max_text)
+{
+    char *copy = chat_xcalloc(n ? n : 1, 1);
+    chat_wire_reason_t why = OK_RELAYED;
+    int rc;
+
+    if (n > 0)
+        memcpy(copy, json, n);
+    rc = chat_env_check_relayed(chat_str(copy, n), kind, chat_cstr(room), max_text, &why);
+    free(copy);
+    assert_true(rc == 0 || rc == CHAT_EMALFORMED);
+    assert_true((rc == 0) == (why == OK_RELAYED));
+    return why;
+}
+
+static chat_wire_reason_t relayed(const char *json, chat_wire_kind_t kind)
+{
+    return relayed_n(json, strlen(json), kind, "r", 2000);
+}
+
+static chat_wire_reason_t relayed_buf(const chat_buf_t *b, chat_wire_kind_t kind,
+                                      const char *room, size_t max_text)
+{
+    return relayed_n(b->p, b->len, kind, room, max_text);
+}
+
+#define assert_relayed(json, kind, want)                                                           \
+    do {                                                                                           \
+        chat_wire_reason_t got_ = relayed((json), (kind));                                        \
+        if (got_ != (want))                                                                        \
+            fail_msg("%s: got reason %d, want %d", (json), (int)got_, (int)(want));               \
+    } while (0)
+
+/* Builds every relayed envelope with the real builders and checks it is accepted: the check
+ * and the builders cannot drift apart. */
+static void test_relayed_builder_outputs_accepted(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    const chat_str_t names[] = {CHAT_STR_NULL, CHAT_LIT(""), CHAT_LIT("Alice \"A\" \xc3\xa9")};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        chat_env_chat_t m = {CHAT_LIT("room-1"), CHAT_LIT("n1-k3x9-1f"), CHAT_LIT("guest-n1-7"),
+                             CHAT_LIT("hi \"there\"\n\\ \x01 \xe2\x80\xa8 \xf0\x9f\x98\x80"),
+                             1700000000123, names[i]};
+        chat_buf_reset(&b);
+        chat_env_build_chat(&b, &m);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "room-1", 2000), OK_RELAYED);
+
+        chat_buf_reset(&b);
+        chat_env_build_typing(&b, CHAT_LIT("dm:a:b"), CHAT_LIT("a"), names[i]);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_TYPING, "dm:a:b", 2000), OK_RELAYED);
+
+        chat_buf_reset(&b);
+        chat_env_build_system(&b, CHAT_LIT("lobby"), "join", CHAT_LIT("alice"), names[i], 0);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_SYSTEM, "lobby", 2000), OK_RELAYED);
+
+        chat_buf_reset(&b);
+        chat_env_build_system(&b, CHAT_LIT("lobby"), "leave", CHAT_LIT("alice"), names[i],
+                              9007199254740992);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_SYSTEM, "lobby", 2000), OK_RELAYED);
+    }
+    chat_buf_free(&b);
+}
+
+/* Every string at its longest and every byte escaped to 6: still within
+ * chat_env_relayed_max_bytes(), so the size bound never refuses a real message. */
+static void test_relayed_worst_case_builder_output_fits(void **state)
+{
+    enum { MAX_TEXT = 1000 };
+    static char text[MAX_TEXT], user[CHAT_JWT_MAX_SUB], name[CHAT_JWT_MAX_NAME];
+    static char room[CHAT_ROOM_NAME_MAX + 1], id[CHAT_ENV_RELAYED_MAX_ID];
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    memset(text, 0x01, sizeof(text)); /* each written as \u0001 */
+    memset(user, 0x1f, sizeof(user));
+    memset(name, 0x02, sizeof(name));
+    memset(room, 'r', CHAT_ROOM_NAME_MAX);
+    memset(id, 'i', sizeof(id));
+    chat_env_chat_t m = {chat_str(room, CHAT_ROOM_NAME_MAX), chat_str(id, sizeof(id)),
+                         chat_str(user, sizeof(user)), chat_str(text, sizeof(text)),
+                         -9223372036854775807 - 1, chat_str(name, sizeof(name))};
+    chat_env_build_chat(&b, &m);
+    assert_true(b.len <= chat_env_relayed_max_bytes(MAX_TEXT));
+    /* the ts of INT64_MIN is the longest number but not a valid ts: "fields", not "size" */
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, room, MAX_TEXT), CHAT_WIRE_R_FIELDS);
+    m.ts = 9007199254740992;
+    chat_buf_reset(&b);
+    chat_env_build_chat(&b, &m);
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, room, MAX_TEXT), OK_RELAYED);
+    chat_buf_free(&b);
+}
+
+static void test_relayed_max_bytes(void **state)
+{
+    const size_t strings =
+        CHAT_ROOM_NAME_MAX + CHAT_ENV_RELAYED_MAX_ID + CHAT_JWT_MAX_SUB + CHAT_JWT_MAX_NAME;
+    assert_int_equal(chat_env_relayed_max_bytes(0), 6 * strings + 128);
+    assert_int_equal(chat_env_relayed_max_bytes(4096), 6 * (4096 + strings) + 128);
+    assert_true(chat_env_relayed_max_bytes(SIZE_MAX) == SIZE_MAX); /* no overflow */
+    assert_true(chat_env_relayed_max_bytes(SIZE_MAX / 6) == SIZE_MAX);
+}
+
+static void test_relayed_unknown_kind(void **state)
+{
+    assert_relayed("{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\","
+                   "\"ts\":1}",
+                   (chat_wire_kind_t)'x', CHAT_WIRE_R_KIND);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}", (chat_wire_kind_t)0,
+                   CHAT_WIRE_R_KIND);
+}
+
+static void test_relayed_size(void **state)
+{
+    size_t max = chat_env_relayed_max_bytes(10);
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    /* one byte over the bound, refused before anything else is looked at (even bad UTF-8) */
+    chat_buf_append(&b, "\xff", 1);
+    while (b.len < max + 1)
+        chat_buf_append(&b, " ", 1);
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "r", 10), CHAT_WIRE_R_SIZE);
+    /* at the bound the same bytes get past the size check: then they are not UTF-8 */
+    assert_int_equal(relayed_n(b.p, max, CHAT_WIRE_CHAT, "r", 10), CHAT_WIRE_R_UTF8);
+    chat_buf_free(&b);
+}
+
+static void test_relayed_utf8(void **state)
+{
+    static const char *const bad[] = {
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong, 3 bytes */
+        "\xf0\x80\x80\xaf", /* overlong, 4 bytes */
+        "\xed\xa0\x80",     /* U+D800, a surrogate */
+        "\xed\xbf\xbf",     /* U+DFFF */
+        "\xf4\x90\x80\x80", /* U+110000 */
+        "\xf5\x80\x80\x80", /* beyond any plane */
+        "\xe2\x82",         /* cut short */
+        "\x80",             /* a lone continuation byte */
+        "\xff",
+    };
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        chat_buf_reset(&b);
+        chat_buf_appendf(&b, "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"a%sb\"}", bad[i]);
+        if (relayed_buf(&b, CHAT_WIRE_TYPING, "r", 100) != CHAT_WIRE_R_UTF8)
+            fail_msg("case %zu not refused as utf8", i);
+    }
+    /* the largest and smallest of each length pass */
+    chat_buf_reset(&b);
+    chat_buf_appendf(&b, "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"\x7f\xc2\x80\xdf\xbf"
+                         "\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbf\xf0\x90\x80\x80"
+                         "\xf4\x8f\xbf\xbf\"}");
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_TYPING, "r", 100), OK_RELAYED);
+    chat_buf_free(&b);
+}
+
+static void test_relayed_json(void **state)
+{
+    static const char typing[] = "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}";
+    char deep[256];
+
+    assert_relayed(typing, CHAT_WIRE_TYPING, OK_RELAYED);
+    assert_relayed("", CHAT_WIRE_TYPING, CHAT_WIRE_R_JSON);
+    assert_relayed("{", CHAT_WIRE_TYPING, CHAT_WIRE_R_JSON);
+    assert_relayed("not json", CHAT_WIRE_TYPING, CHAT_WIRE_R_JSON);
+    assert_relayed("[{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}]", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"} ", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON);
+    assert_relayed(" {\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}{\"type\":\"typing\"}",
+                   CHAT_WIRE_TYPING, CHAT_WIRE_R_JSON);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"\\ud800\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON); /* a lone surrogate escape */
+    /* a raw control character inside a string (builders escape them all) */
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"a\nb\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON);
+    /* raw control bytes and NULs between tokens: cJSON skips them as whitespace, builders never
+     * write them */
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\n\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_JSON);
+    assert_int_equal(relayed_n("{\"type\":\"typing\",\"room\"\0\0:\"r\",\"user\":\"u\"}", 41,
+                               CHAT_WIRE_TYPING, "r", 10),
+                     CHAT_WIRE_R_JSON);
+    assert_int_equal(relayed_n("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"a\0b\"}", 41,
+                               CHAT_WIRE_TYPING, "r", 10),
+                     CHAT_WIRE_R_JSON);
+    /* deeper than CHAT_ENV_MAX_DEPTH */
+    snprintf(deep, sizeof(deep), "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",\"x\":%s%s}",
+             "[[[[[[[[[[[[[[[[", "]]]]]]]]]]]]]]]]");
+    assert_relayed(deep, CHAT_WIRE_TYPING, CHAT_WIRE_R_JSON);
+}
+
+static void test_relayed_type(void **state)
+{
+    assert_relayed("{\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_TYPING, CHAT_WIRE_R_TYPE);
+    assert_relayed("{\"type\":1,\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_TYPE);
+    assert_relayed("{\"type\":\"Typing\",\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_TYPE);
+    /* a well-formed envelope of another kind than the header says */
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_CHAT,
+                   CHAT_WIRE_R_TYPE);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_SYSTEM,
+                   CHAT_WIRE_R_TYPE);
+    /* types a node never relays */
+    assert_relayed("{\"type\":\"error\",\"room\":\"r\",\"code\":\"x\",\"message\":\"m\"}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_TYPE);
+    assert_relayed("{\"type\":\"welcome\",\"room\":\"r\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_TYPE);
+}
+
+static void test_relayed_room(void **state)
+{
+    assert_relayed("{\"type\":\"typing\",\"user\":\"u\"}", CHAT_WIRE_TYPING, CHAT_WIRE_R_ROOM);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"other\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_ROOM);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"R\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_ROOM);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"rr\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_ROOM);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"\",\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_ROOM);
+    assert_relayed("{\"type\":\"typing\",\"room\":[\"r\"],\"user\":\"u\"}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_ROOM);
+    /* a message for room "a" published on topic "b" */
+    assert_int_equal(relayed_n("{\"type\":\"typing\",\"room\":\"a\",\"user\":\"u\"}", 39,
+                               CHAT_WIRE_TYPING, "b", 10),
+                     CHAT_WIRE_R_ROOM);
+}
+
+static void test_relayed_fields(void **state)
+{
+#define CHAT_OK "\"id\":\"i\",\"user\":\"u\",\"text\":\"t\",\"ts\":1"
+    static const char *const bad_chat[] = {
+        /* a NUL anywhere: cJSON would cut "chat\u0000x" to "chat", "r\u0000x" to "r" */
+        "{\"type\":\"chat\\u0000x\",\"room\":\"r\"," CHAT_OK "}",
+        "{\"type\":\"chat\",\"room\":\"r\\u0000x\"," CHAT_OK "}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"admin\\u0000x\",\"text\":\"t\","
+        "\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"ab\\u0000cd\","
+        "\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"name\\u0000\":\"n\"}",
+        /* unknown or duplicate keys, keys of other kinds */
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"admin\":true}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"html\":\"<b>x</b>\"}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"text\":\"second\"}",
+        "{\"type\":\"chat\",\"type\":\"chat\",\"room\":\"r\"," CHAT_OK "}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"room\":\"r\"," CHAT_OK "}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"event\":\"join\"}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"Text\":\"t\"}",
+        /* missing fields */
+        "{\"type\":\"chat\",\"room\":\"r\",\"user\":\"u\",\"text\":\"t\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"text\":\"t\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\"}",
+        /* wrong types and sizes */
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":1,\"user\":\"u\",\"text\":\"t\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"\",\"user\":\"u\",\"text\":\"t\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"\",\"text\":\"t\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":null,\"text\":\"t\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"\",\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":[\"t\"],\"ts\":1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\",\"ts\":\"1\"}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\",\"ts\":-1}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\",\"ts\":1.5}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\","
+        "\"ts\":9007199254740994}",
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\",\"ts\":1e400}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"name\":5}",
+        "{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK ",\"name\":{\"a\":1}}",
+    };
+    for (size_t i = 0; i < sizeof(bad_chat) / sizeof(bad_chat[0]); i++)
+        assert_relayed(bad_chat[i], CHAT_WIRE_CHAT, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"chat\",\"room\":\"r\"," CHAT_OK "}", CHAT_WIRE_CHAT, OK_RELAYED);
+    assert_relayed("{\"ts\":1,\"text\":\"t\",\"user\":\"u\",\"id\":\"i\",\"room\":\"r\","
+                   "\"type\":\"chat\"}",
+                   CHAT_WIRE_CHAT, OK_RELAYED); /* key order is free */
+#undef CHAT_OK
+
+    /* typing and system: their own keys only */
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\"}", CHAT_WIRE_TYPING, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",\"text\":\"t\"}",
+                   CHAT_WIRE_TYPING, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",\"ts\":1}", CHAT_WIRE_TYPING,
+                   CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"event\":\"kick\",\"user\":\"u\","
+                   "\"ts\":1}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"event\":\"token_expiring\","
+                   "\"ttl_ms\":1}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"user\":\"u\",\"ts\":1}", CHAT_WIRE_SYSTEM,
+                   CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"event\":\"join\",\"user\":\"u\"}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"event\":\"join\",\"user\":\"u\","
+                   "\"ts\":1,\"id\":\"i\"}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_FIELDS);
+}
+
+/* The text limit counts decoded bytes: "\u00e9" is 2 bytes, not 6. */
+static void test_relayed_text_limit_is_decoded(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("\xc3\xa9\xc3\xa9"),
+                         1, CHAT_STR_NULL};
+
+    chat_env_build_chat(&b, &m);
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "r", 4), OK_RELAYED);
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "r", 3), CHAT_WIRE_R_FIELDS);
+    /* written with escapes by hand: 4 decoded bytes too */
+    static const char esc[] =
+        "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"\\u00e9\\u00e9\","
+        "\"ts\":1}";
+    assert_int_equal(relayed_n(esc, sizeof(esc) - 1, CHAT_WIRE_CHAT, "r", 4), OK_RELAYED);
+    assert_int_equal(relayed_n(esc, sizeof(esc) - 1, CHAT_WIRE_CHAT, "r", 3), CHAT_WIRE_R_FIELDS);
+    chat_buf_free(&b);
+}
+
+static void test_relayed_string_limits(void **state)
+{
+    static char user[CHAT_JWT_MAX_SUB + 1], name[CHAT_JWT_MAX_NAME + 1];
+    static char id[CHAT_ENV_RELAYED_MAX_ID + 1];
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    memset(user, 'u', sizeof(user));
+    memset(name, 'n', sizeof(name));
+    memset(id, 'i', sizeof(id));
+    for (int over = 0; over <= 1; over++) {
+        chat_wire_reason_t want = over ? CHAT_WIRE_R_FIELDS : OK_RELAYED;
+        chat_env_chat_t m = {CHAT_LIT("r"), chat_str(id, sizeof(id) - 1), CHAT_LIT("u"),
+                             CHAT_LIT("t"), 1, CHAT_STR_NULL};
+        /* one of id, user, name at its limit (+ over) at a time */
+        m.id = chat_str(id, sizeof(id) - 1 + (size_t)over);
+        chat_buf_reset(&b);
+        chat_env_build_chat(&b, &m);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "r", 10), want);
+        chat_buf_reset(&b);
+        chat_env_build_typing(&b, CHAT_LIT("r"), chat_str(user, sizeof(user) - 1 + (size_t)over),
+                              CHAT_STR_NULL);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_TYPING, "r", 10), want);
+        chat_buf_reset(&b);
+        chat_env_build_system(&b, CHAT_LIT("r"), "join", CHAT_LIT("u"),
+                              chat_str(name, sizeof(name) - 1 + (size_t)over), 5);
+        assert_int_equal(relayed_buf(&b, CHAT_WIRE_SYSTEM, "r", 10), want);
+    }
+    chat_buf_free(&b);
+}
+
+/* An escaped backslash then u0000 is text, as for client messages. */
+static void test_relayed_escaped_backslash_u0000_is_text(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("a\\u0000b"), 1,
+                         CHAT_STR_NULL};
+
+    chat_env_build_chat(&b, &m);
+    assert_non_null(memmem(b.p, b.len, "a\\\\u0000b", 9));
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "r", 100), OK_RELAYED);
+    /* a raw NUL in the text is written as \u0000 by the builder: refused */
+    chat_buf_reset(&b);
+    m.text = chat_str("a\0b", 3);
+    chat_env_build_chat(&b, &m);
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, "r", 100), CHAT_WIRE_R_FIELDS);
+    chat_buf_free(&b);
+}
+
+/* ---- JWT halves: a raw NUL byte is refused like the \u0000 escape ------------------------- */
+/* (test_auth.c covers the JWT parsers; this is the raw-byte case of the NUL refusal.) */
+static void test_jwt_raw_nul_byte_is_badreq(void **state)
+{
+    static const char claims[] = "{\"sub\":\"admin\0x\"}";
+    static const char header[] = "{\"alg\":\"HS256\",\"kid\":\"k\0\"}";
+    chat_jwt_claims_t c;
+    chat_jwt_header_t h;
+    char *copy = chat_xcalloc(sizeof(claims) - 1, 1);
+
+    memcpy(copy, claims, sizeof(claims) - 1);
+    assert_int_equal(chat_env_parse_jwt_claims(copy, sizeof(claims) - 1, &c), CHAT_EBADREQ);
+    assert_null(c.sub); /* never "admin" */
+    assert_non_null(c.error);
+    chat_env_jwt_claims_dispose(&c);
+    free(copy);
+    copy = chat_xcalloc(sizeof(header) - 1, 1);
+    memcpy(copy, header, sizeof(header) - 1);
+    assert_int_equal(chat_env_parse_jwt_header(copy, sizeof(header) - 1, &h), CHAT_EBADREQ);
+    free(copy);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1122,7 +1653,16 @@ int main(void)
         cmocka_unit_test(test_parse_chat_numeric_text_is_badreq),
         cmocka_unit_test(test_parse_chat_array_room_is_badreq),
         cmocka_unit_test(test_parse_chat_unicode_escape_is_decoded),
-        cmocka_unit_test(test_parse_chat_embedded_nul_is_safe),
+        cmocka_unit_test(test_parse_nul_in_text_is_badreq),
+        cmocka_unit_test(test_parse_nul_in_room_is_badreq),
+        cmocka_unit_test(test_parse_nul_in_cid_is_badreq_and_not_echoed),
+        cmocka_unit_test(test_parse_nul_in_token_is_badreq),
+        cmocka_unit_test(test_parse_nul_in_type_is_badreq),
+        cmocka_unit_test(test_parse_nul_in_unknown_field_is_badreq),
+        cmocka_unit_test(test_parse_nul_in_key_is_badreq),
+        cmocka_unit_test(test_parse_raw_nul_byte_in_string_is_badreq),
+        cmocka_unit_test(test_parse_escaped_backslash_u0000_is_text),
+        cmocka_unit_test(test_parse_cid_length_is_decoded),
         cmocka_unit_test(test_parse_typing_without_room),
         cmocka_unit_test(test_parse_typing_with_room),
         cmocka_unit_test(test_parse_typing_object_room_is_badreq),
@@ -1173,6 +1713,20 @@ int main(void)
         cmocka_unit_test(test_roundtrip_error_through_cjson),
         cmocka_unit_test(test_roundtrip_each_builder_is_valid_json),
         cmocka_unit_test(test_roundtrip_chat_through_own_parser),
+        cmocka_unit_test(test_relayed_builder_outputs_accepted),
+        cmocka_unit_test(test_relayed_worst_case_builder_output_fits),
+        cmocka_unit_test(test_relayed_max_bytes),
+        cmocka_unit_test(test_relayed_unknown_kind),
+        cmocka_unit_test(test_relayed_size),
+        cmocka_unit_test(test_relayed_utf8),
+        cmocka_unit_test(test_relayed_json),
+        cmocka_unit_test(test_relayed_type),
+        cmocka_unit_test(test_relayed_room),
+        cmocka_unit_test(test_relayed_fields),
+        cmocka_unit_test(test_relayed_text_limit_is_decoded),
+        cmocka_unit_test(test_relayed_string_limits),
+        cmocka_unit_test(test_relayed_escaped_backslash_u0000_is_text),
+        cmocka_unit_test(test_jwt_raw_nul_byte_is_badreq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,11 @@
 /* tests/unit/test_wire.c - common/wire.c: the exact header bytes, header round trips (every kind,
  * both flags, extreme numbers), the JSON part returned exactly (empty, with spaces, newlines and
  * NULs), and CHAT_EMALFORMED for every malformed variant of the header line. Every parse input is
- * copied into a heap block of exactly its length, so ASan catches any read past the message. */
+ * copied into a heap block of exactly its length, so ASan catches any read past the message.
+ * chat_wire_check(): what nodes publish (header + real builder output) is accepted; each header
+ * reason (grammar, flags, node id, conn, the publish-time window, kind, size) with real inputs;
+ * the JSON reasons reach the caller (their cases are in test_envelope.c). */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +17,7 @@
 #include <cmocka.h>
 
 #include "buf.h"
+#include "envelope.h"
 #include "err.h"
 #include "str.h"
 #include "wire.h"
@@ -376,6 +381,235 @@ static void test_truncated_at_every_length_is_malformed(void **state)
     parsed_free(&r);
 }
 
+/* ---- chat_wire_check: what a receiving node relays --------------------------------------- */
+
+#define NOW_MS     1700000000000LL
+#define MAX_TEXT   100
+#define OK_CHECKED CHAT_WIRE_NREASONS
+
+/* Checks n bytes of data (exact-size heap copy) as if received on topic at now_ms; returns the
+ * reason, or OK_CHECKED. On success also checks that json is the part after the header. */
+static chat_wire_reason_t check_at(const char *topic, const char *p, size_t n, int64_t now_ms)
+{
+    chat_wire_limits_t lim = {.now_ms = now_ms, .max_text_bytes = MAX_TEXT};
+    chat_wire_reason_t why = OK_CHECKED;
+    chat_wire_hdr_t h;
+    chat_str_t json;
+    char *copy = malloc(n ? n : 1);
+    int rc;
+
+    assert_non_null(copy);
+    if (n)
+        memcpy(copy, p, n);
+    rc = chat_wire_check(chat_cstr(topic), chat_str(copy, n), &lim, &h, &json, &why);
+    assert_true(rc == 0 || rc == CHAT_EMALFORMED);
+    assert_true((rc == 0) == (why == OK_CHECKED));
+    if (rc == 0) {
+        const char *nl = memchr(copy, '\n', n);
+        assert_non_null(nl);
+        assert_true(json.p == nl + 1 && json.len == n - (size_t)(nl + 1 - copy));
+    }
+    free(copy);
+    return why;
+}
+
+static chat_wire_reason_t check_str(const char *topic, const char *msg)
+{
+    return check_at(topic, msg, strlen(msg), NOW_MS);
+}
+
+#define TYPING_R "{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\"}"
+
+#define assert_checked(msg, want)                                                                  \
+    do {                                                                                           \
+        chat_wire_reason_t got_ = check_str("r", (msg));                                           \
+        if (got_ != (want))                                                                        \
+            fail_msg("%s: got reason %d, want %d", (msg), (int)got_, (int)(want));                \
+    } while (0)
+
+/* Header + builder output, exactly as gw__publish() makes them: accepted, fields returned. */
+static void test_check_accepts_what_nodes_publish(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_wire_limits_t lim = {.now_ms = NOW_MS, .max_text_bytes = MAX_TEXT};
+    chat_wire_reason_t why = OK_CHECKED;
+    chat_wire_hdr_t got;
+    chat_str_t json;
+    char text[MAX_TEXT];
+
+    memset(text, 'x', sizeof(text));
+    for (int k = 0; k < 3; k++) {
+        chat_wire_hdr_t h = hdr(k == 0 ? CHAT_WIRE_CHAT : k == 1 ? CHAT_WIRE_TYPING : CHAT_WIRE_SYSTEM,
+                                k != 0, "gw-1.a_B", 12345, NOW_MS - 20);
+        chat_buf_reset(&b);
+        chat_wire_put_header(&b, &h);
+        size_t hlen = b.len;
+        if (k == 0) {
+            chat_env_chat_t m = {CHAT_LIT("lobby"), CHAT_LIT("gw-1.a_B-k3x9-1"),
+                                 CHAT_LIT("guest-gw-1.a_B-12345"), chat_str(text, sizeof(text)),
+                                 NOW_MS - 21, CHAT_LIT("Guest")};
+            chat_env_build_chat(&b, &m);
+        } else if (k == 1) {
+            chat_env_build_typing(&b, CHAT_LIT("lobby"), CHAT_LIT("alice"), CHAT_STR_NULL);
+        } else {
+            chat_env_build_system(&b, CHAT_LIT("lobby"), "leave", CHAT_LIT("alice"),
+                                  CHAT_LIT("A"), NOW_MS);
+        }
+        assert_int_equal(chat_wire_check(CHAT_LIT("lobby"), chat_buf_str(&b), &lim, &got, &json,
+                                         &why),
+                         0);
+        assert_int_equal(got.kind, h.kind);
+        assert_int_equal(got.exclude_origin, h.exclude_origin);
+        assert_str_eq(got.origin_node, "gw-1.a_B", 8);
+        assert_true(got.origin_conn == 12345 && got.publish_ms == NOW_MS - 20);
+        assert_true(json.p == b.p + hlen && json.len == b.len - hlen);
+        assert_int_equal(why, OK_CHECKED); /* untouched on success */
+        /* the same bytes on another topic: "room" */
+        assert_int_equal(check_at("lobby2", b.p, b.len, NOW_MS), CHAT_WIRE_R_ROOM);
+    }
+    chat_buf_free(&b);
+}
+
+static void test_check_reason_names(void **state)
+{
+    static const char *const want[] = {"header", "kind", "size", "utf8",
+                                       "json",   "type", "fields", "room"};
+    assert_int_equal(CHAT_WIRE_NREASONS, 8);
+    for (int r = 0; r < CHAT_WIRE_NREASONS; r++)
+        assert_string_equal(chat_wire_reason_name((chat_wire_reason_t)r), want[r]);
+    assert_null(chat_wire_reason_name(CHAT_WIRE_NREASONS));
+    assert_null(chat_wire_reason_name((chat_wire_reason_t)-1));
+}
+
+static void test_check_header(void **state)
+{
+    char node[CHAT_WIRE_NODE_MAX + 2], msg[256];
+
+    assert_checked("CGW1 t x n 1 1700000000000\n" TYPING_R, OK_CHECKED);
+    /* grammar */
+    assert_checked("", CHAT_WIRE_R_HEADER);
+    assert_checked(TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW2 t x n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x n 1 1700000000000" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x n 1 1700000000000 \n" TYPING_R, CHAT_WIRE_R_HEADER);
+    /* flags */
+    assert_checked("CGW1 t + n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t xx n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    /* node id: the characters of --node-id, 1..64 of them */
+    assert_checked("CGW1 t x n/1 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x n\x1b[2J 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x \xc3\xa9 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x n\"x 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    memset(node, 'N', sizeof(node));
+    node[CHAT_WIRE_NODE_MAX] = '\0';
+    snprintf(msg, sizeof(msg), "CGW1 t x %s 1 1700000000000\n" TYPING_R, node);
+    assert_checked(msg, OK_CHECKED);
+    node[CHAT_WIRE_NODE_MAX] = 'N';
+    node[CHAT_WIRE_NODE_MAX + 1] = '\0';
+    snprintf(msg, sizeof(msg), "CGW1 t x %s 1 1700000000000\n" TYPING_R, node);
+    assert_checked(msg, CHAT_WIRE_R_HEADER);
+    /* origin conn: up to 2^53 */
+    assert_checked("CGW1 t x n 0 1700000000000\n" TYPING_R, OK_CHECKED);
+    assert_checked("CGW1 t x n 9007199254740992 1700000000000\n" TYPING_R, OK_CHECKED);
+    assert_checked("CGW1 t x n 9007199254740993 1700000000000\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x n 18446744073709551615 1700000000000\n" TYPING_R,
+                   CHAT_WIRE_R_HEADER);
+}
+
+/* publish_ms within [now - 1 day, now + 5 min]: 2^63 and INT64_MAX never reach the histogram. */
+static void test_check_publish_time_window(void **state)
+{
+    static const struct {
+        int64_t ms;
+        chat_wire_reason_t want;
+    } cases[] = {
+        {NOW_MS, OK_CHECKED},
+        {NOW_MS + CHAT_WIRE_MAX_AHEAD_MS, OK_CHECKED},
+        {NOW_MS + CHAT_WIRE_MAX_AHEAD_MS + 1, CHAT_WIRE_R_HEADER},
+        {NOW_MS - CHAT_WIRE_MAX_AGE_MS, OK_CHECKED},
+        {NOW_MS - CHAT_WIRE_MAX_AGE_MS - 1, CHAT_WIRE_R_HEADER},
+        {0, CHAT_WIRE_R_HEADER},
+        {INT64_MAX, CHAT_WIRE_R_HEADER},
+    };
+    char msg[256];
+
+    assert_int_equal(CHAT_WIRE_MAX_AHEAD_MS, 5 * 60 * 1000);
+    assert_int_equal(CHAT_WIRE_MAX_AGE_MS, 24 * 60 * 60 * 1000);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(msg, sizeof(msg), "CGW1 t x n 1 %" PRId64 "\n" TYPING_R, cases[i].ms);
+        if (check_str("r", msg) != cases[i].want)
+            fail_msg("publish_ms %" PRId64 ": wrong verdict", cases[i].ms);
+    }
+    /* 2^63 and beyond do not even parse */
+    assert_checked("CGW1 t x n 1 9223372036854775808\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    assert_checked("CGW1 t x n 1 18446744073709551615\n" TYPING_R, CHAT_WIRE_R_HEADER);
+    /* extreme receiver clocks: no overflow, the window still holds */
+    snprintf(msg, sizeof(msg), "CGW1 t x n 1 %" PRId64 "\n" TYPING_R, INT64_MAX);
+    assert_int_equal(check_at("r", msg, strlen(msg), INT64_MAX), OK_CHECKED);
+    assert_int_equal(check_at("r", msg, strlen(msg), INT64_MIN), CHAT_WIRE_R_HEADER);
+    snprintf(msg, sizeof(msg), "CGW1 t x n 1 0\n" TYPING_R);
+    assert_int_equal(check_at("r", msg, strlen(msg), INT64_MIN), CHAT_WIRE_R_HEADER);
+    assert_int_equal(check_at("r", msg, strlen(msg), INT64_MAX), CHAT_WIRE_R_HEADER);
+    assert_int_equal(check_at("r", msg, strlen(msg), -CHAT_WIRE_MAX_AHEAD_MS), OK_CHECKED);
+}
+
+static void test_check_kind(void **state)
+{
+    assert_checked("CGW1 x x n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_KIND);
+    assert_checked("CGW1 T x n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_KIND);
+    assert_checked("CGW1 typing x n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_KIND);
+    /* a known kind whose envelope is another type */
+    assert_checked("CGW1 c - n 1 1700000000000\n" TYPING_R, CHAT_WIRE_R_TYPE);
+}
+
+static void test_check_size(void **state)
+{
+    size_t max = CHAT_WIRE_HDR_MAX + chat_env_relayed_max_bytes(MAX_TEXT);
+    char *big = malloc(max + 1);
+
+    /* a longest header really fits in CHAT_WIRE_HDR_MAX */
+    chat_buf_t b = CHAT_BUF_INIT;
+    char node[CHAT_WIRE_NODE_MAX + 1];
+    memset(node, 'n', CHAT_WIRE_NODE_MAX);
+    node[CHAT_WIRE_NODE_MAX] = '\0';
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_SYSTEM, 1, node, UINT64_MAX, INT64_MAX);
+    chat_wire_put_header(&b, &h);
+    assert_true(b.len <= CHAT_WIRE_HDR_MAX);
+    chat_buf_free(&b);
+
+    /* over the bound: refused before the header is even read */
+    assert_non_null(big);
+    memset(big, 'z', max + 1);
+    assert_int_equal(check_at("r", big, max + 1, NOW_MS), CHAT_WIRE_R_SIZE);
+    assert_int_equal(check_at("r", big, max, NOW_MS), CHAT_WIRE_R_HEADER);
+    /* a valid header, then a JSON part one byte over chat_env_relayed_max_bytes() */
+    size_t hl = (size_t)snprintf(big, max, "CGW1 t x n 1 1700000000000\n");
+    size_t json_max = chat_env_relayed_max_bytes(MAX_TEXT);
+    assert_int_equal(check_at("r", big, hl + json_max + 1, NOW_MS), CHAT_WIRE_R_SIZE);
+    assert_int_equal(check_at("r", big, hl + json_max, NOW_MS), CHAT_WIRE_R_JSON);
+    free(big);
+}
+
+/* The JSON reasons reach the caller of chat_wire_check() (the cases are in test_envelope.c). */
+static void test_check_json_part_reasons(void **state)
+{
+    assert_checked("CGW1 t x n 1 1700000000000\n{\"type\":\"typing\",\"room\":\"r\",\"user\":"
+                   "\"\xed\xa0\x80\"}",
+                   CHAT_WIRE_R_UTF8);
+    assert_checked("CGW1 t x n 1 1700000000000\n", CHAT_WIRE_R_JSON);
+    assert_checked("CGW1 t x n 1 1700000000000\n" TYPING_R "\n", CHAT_WIRE_R_JSON);
+    assert_checked("CGW1 t x n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"user\":\"u\"}",
+                   CHAT_WIRE_R_TYPE);
+    assert_checked("CGW1 t x n 1 1700000000000\n{\"type\":\"typing\",\"room\":\"r\",\"user\":"
+                   "\"admin\\u0000x\"}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_checked("CGW1 c - n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"<script>\",\"ts\":1,\"html\":true}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_int_equal(check_str("other", "CGW1 t x n 1 1700000000000\n" TYPING_R),
+                     CHAT_WIRE_R_ROOM);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -407,6 +641,13 @@ int main(void)
         cmocka_unit_test(test_missing_newline_is_malformed),
         cmocka_unit_test(test_newline_inside_header_is_malformed),
         cmocka_unit_test(test_truncated_at_every_length_is_malformed),
+        cmocka_unit_test(test_check_accepts_what_nodes_publish),
+        cmocka_unit_test(test_check_reason_names),
+        cmocka_unit_test(test_check_header),
+        cmocka_unit_test(test_check_publish_time_window),
+        cmocka_unit_test(test_check_kind),
+        cmocka_unit_test(test_check_size),
+        cmocka_unit_test(test_check_json_part_reasons),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
