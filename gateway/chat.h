@@ -47,9 +47,6 @@ typedef struct gw_chat_session {
     chat_list_t pending_pubs; /* pubs.c, in publish order */
 } gw_chat_session_t;
 
-/* Reasons a broker message is refused (relay.c; chat_broker_rejected_total{reason}). */
-#define GW_REJECT_REASONS 8
-
 /* The chat's state of one node (gw_server_t.app_state). */
 typedef struct gw_chat {
     gw_server_t *srv;
@@ -61,7 +58,8 @@ typedef struct gw_chat {
     /* chat_stats.c */
     uint64_t received[CHAT_ENV_REFRESH + 1]; /* client messages by type; [0]: invalid */
     uint64_t delivered[3];                   /* frames queued: chat, typing, system */
-    uint64_t rejected[GW_REJECT_REASONS];    /* broker messages refused, by reason */
+    uint64_t rejected[CHAT_WIRE_NREASONS];   /* broker messages refused, by chat_wire_reason_t */
+    uint64_t rejected_unlogged;              /* refused since the last log record of one */
     gw_toprooms_t top;                       /* chat_room_messages_total */
     uv_timer_t top_sweep;
     uint64_t latency_buckets[GW_LATENCY_BUCKETS + 1]; /* the last one: +Inf */

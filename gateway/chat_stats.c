@@ -16,10 +16,6 @@
 static const double latency_le[GW_LATENCY_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
-/* The label values of chat_broker_rejected_total, in the order of relay.c's reasons. */
-static const char *const reject_reasons[GW_REJECT_REASONS] = {
-    "header", "kind", "size", "utf8", "json", "type", "fields", "room"};
-
 /* The decay of the top-rooms scores: a half-life of one sweep period (toprooms.h). */
 static void on_top_sweep(uv_timer_t *t)
 {
@@ -105,8 +101,8 @@ static void render_messages(gw_chat_t *chat, chat_buf_t *b)
     gw__metrics_family(b, "chat_broker_rejected_total", "counter",
                        "Broker messages dropped because no node would have published them, by "
                        "reason.");
-    for (size_t i = 0; i < GW_REJECT_REASONS; i++) {
-        snprintf(l, sizeof(l), "reason=\"%s\"", reject_reasons[i]);
+    for (size_t i = 0; i < CHAT_WIRE_NREASONS; i++) {
+        snprintf(l, sizeof(l), "reason=\"%s\"", chat_wire_reason_name((chat_wire_reason_t)i));
         gw__metrics_sample(b, "chat_broker_rejected_total", l, chat->rejected[i]);
     }
 }

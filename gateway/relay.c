@@ -36,28 +36,33 @@ int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
     return broker_publish(srv->broker, room, chat_buf_str(&chat->wire), tag);
 }
 
-static void reject(gw_chat_t *chat, chat_str_t topic, size_t bytes, unsigned reason,
-                   const char *why)
+/* Counted always; logged at most once per REJECT_LOG_EVERY_MS (with how many were dropped). */
+static void reject(gw_chat_t *chat, chat_str_t topic, size_t bytes, chat_wire_reason_t why)
 {
     uint64_t now = uv_now(chat->srv->loop);
-    chat->rejected[reason]++;
+    chat->rejected[why]++;
+    chat->rejected_unlogged++;
     if (chat->reject_log_ms != 0 && now - chat->reject_log_ms < REJECT_LOG_EVERY_MS)
         return;
     chat->reject_log_ms = now;
     CHAT_LOG(CHAT_LOG_WARN, "broker message dropped", CHAT_KV_S("room", topic),
-             CHAT_KV_C("reason", why), CHAT_KV_N("bytes_in", bytes));
+             CHAT_KV_C("reason", chat_wire_reason_name(why)), CHAT_KV_N("bytes_in", bytes),
+             CHAT_KV_N("dropped", chat->rejected_unlogged));
+    chat->rejected_unlogged = 0;
 }
 
 void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data)
 {
     gw_chat_t *chat = gw__chat(srv);
     chat_wire_hdr_t h;
+    chat_wire_reason_t why;
     chat_str_t json;
     gw_room_t *room = gw__room_find(chat, topic);
     if (room == NULL)
         return; /* the last member left after the message was published */
-    if (chat_wire_parse(data, &h, &json) != 0) {
-        reject(chat, topic, data.len, 0, "header");
+    chat_wire_limits_t lim = {.now_ms = chat_wall_ms(), .max_text_bytes = srv->cfg->max_text_bytes};
+    if (chat_wire_check(topic, data, &lim, &h, &json, &why) != 0) {
+        reject(chat, topic, data.len, why);
         return;
     }
     gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
