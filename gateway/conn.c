@@ -253,10 +253,12 @@ void gw_conn_abort(gw_conn_t *c)
 void gw_conn_close_handle(gw_conn_t *c, uv_close_cb cb, int reset)
 {
     uv_os_fd_t fd;
-    /* With bytes still unsent (a client that stopped reading), a normal close would leave the FIN
-     * and the kernel's buffer behind data the client never reads: send a RST instead
-     * (SO_LINGER 0, what uv_tcp_close_reset does, but allowed after a uv_shutdown too). */
-    if (reset && (c->writing || c->ring_count) && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+    /* The peer did not finish closing in time. Bytes may still be unsent, in our queue or in the
+     * kernel's send buffer (a client that stopped reading: its window is shut), and a normal
+     * close would leave our FIN behind data the client never reads, so the connection would
+     * linger in the kernel: send a RST instead (SO_LINGER 0, what uv_tcp_close_reset does, but
+     * allowed after a uv_shutdown too). */
+    if (reset && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
         struct linger l = {1, 0};
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
     }

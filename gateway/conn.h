@@ -72,8 +72,9 @@ void gw_conn_send_copy(gw_conn_t *c, const void *p, size_t n);
 void gw_conn_close_gracefully(gw_conn_t *c);
 /* Drops everything queued; nothing more is written or read. Idempotent. */
 void gw_conn_abort(gw_conn_t *c);
-/* Closes the socket handle (after abort); cb runs when libuv is done with it. With reset and
- * bytes still unsent, the connection is reset (RST) instead of closed in order. */
+/* Closes the socket handle (after abort); cb runs when libuv is done with it. With reset, the
+ * connection is reset (RST) instead of closed in order, so that bytes still unsent (in our queue
+ * or the kernel's) cannot keep it alive. */
 void gw_conn_close_handle(gw_conn_t *c, uv_close_cb cb, int reset);
 /* Flushes every connection linked into flush_list. */
 void gw_conn_flush_all(chat_list_t *flush_list);
