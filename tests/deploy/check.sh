@@ -63,8 +63,9 @@ no_cmocka_build() {
   fi
   grep -q 'Dependency "cmocka" not found' "$tmp/enabled.log" ||
     { echo "-Dtests=enabled failed, but not on cmocka:"; tail -20 "$tmp/enabled.log"; return 1; }
-  [ -d "$tmp/src/build" ] && [ ! -f "$tmp/src/build/build.ninja" ] ||
-    { echo "expected a half-made build/ after the failed setup"; ls -la "$tmp/src/build"; return 1; }
+  if [ ! -d "$tmp/src/build" ] || [ -f "$tmp/src/build/build.ninja" ]; then
+    echo "expected a half-made build/ after the failed setup"; ls -la "$tmp/src/build"; return 1
+  fi
 
   p=$(free_port) || return 1
   (cd "$tmp/src" && run_sh_expect "127.0.0.1:$p" "$tmp/run.log" "${hidden[@]}" -- --listen "127.0.0.1:$p" \
