@@ -1,4 +1,4 @@
-"""The shipped Redis requires a password, and the gateways send it (deploy/README.md, docs/scaling.md).
+"""The shipped Redis requires a password, and the gateways send it (docs/scaling.md, deploy/README).
 
 - deploy/local/cluster.sh: a new password per `up`; Redis answers NOAUTH without it; every node
   is connected and ready with it; the password is on no process's command line; redis.conf and
@@ -121,7 +121,7 @@ def wait_gateway_ready(admin_port, proc, logs):
     check_ready(st, body)
 
 
-# ---- deploy/local/cluster.sh ----------------------------------------------------------------------
+# ---- deploy/local/cluster.sh --------------------------------------------------------------------
 
 def test_cluster_redis_requires_a_password(tmp_path):
     cl = Cluster(tmp_path / "cluster").up()
