@@ -5,16 +5,15 @@
 # `docker run --rm chat-gateway --help`.
 
 FROM debian:12 AS build
-# meson setup needs cmocka too: tests/meson.build declares it unconditionally. Only the shipped
-# binary is compiled, not the unit tests.
+# Only the shipped binary is compiled: no unit tests (-Dtests=disabled), so no cmocka.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev meson ninja-build pkg-config python3 \
-      libuv1-dev libwslay-dev libhiredis-dev libcjson-dev libssl-dev libcmocka-dev \
+      libuv1-dev libwslay-dev libhiredis-dev libcjson-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN meson setup build --buildtype=release \
+RUN meson setup build --buildtype=release -Dtests=disabled \
  && ninja -C build gateway/chat-gateway \
  && ./build/gateway/chat-gateway --version
 
@@ -29,6 +28,8 @@ RUN apt-get update \
 COPY --from=build /src/build/gateway/chat-gateway /usr/local/bin/chat-gateway
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
+# All interfaces, the binary's own default too: a container is reached through its network, and
+# only what is published (-p, a Service) is exposed. (deploy/local/run.sh uses 127.0.0.1.)
 ENV CHAT_LISTEN=0.0.0.0:8080
 # 8080: WebSocket + demo page. 9090: the admin listener (/healthz, /readyz, /metrics).
 ENV CHAT_ADMIN_LISTEN=0.0.0.0:9090

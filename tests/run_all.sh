@@ -16,13 +16,18 @@ suites=${CHAT_SUITES:-unit integration autobahn fuzz browser deploy}
 results=$(mktemp -d /tmp/chat-tests.XXXXXX)
 failed_build=0
 
+# An existing build directory (e.g. the build/ of deploy/local/run.sh) is reconfigured with the
+# options, so that -Dtests=enabled holds: without cmocka the setup fails here, loudly.
 build() { # dir, meson options...
   local dir=$1; shift
-  if [ ! -d "$dir" ]; then meson setup "$dir" "$@" >"$results/setup-$dir.log" 2>&1 || return 1; fi
+  local setup=(meson setup "$dir" "$@")
+  [ -f "$dir/meson-private/coredata.dat" ] && setup=(meson setup --reconfigure "$dir" "$@")
+  "${setup[@]}" >"$results/setup-$dir.log" 2>&1 ||
+    { echo "${setup[*]} failed:"; tail -30 "$results/setup-$dir.log"; return 1; }
   ninja -C "$dir" >"$results/ninja-$dir.log" 2>&1 || { tail -30 "$results/ninja-$dir.log"; return 1; }
 }
-build build -Dwerror=true || failed_build=1
-build build-asan -Db_sanitize=address,undefined -Dwerror=true || failed_build=1
+build build -Dwerror=true -Dtests=enabled || failed_build=1
+build build-asan -Db_sanitize=address,undefined -Dwerror=true -Dtests=enabled || failed_build=1
 if [ $failed_build = 1 ]; then echo "build failed"; echo "0 passed, 1 failed"; exit 1; fi
 
 for variant in build build-asan; do

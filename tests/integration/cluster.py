@@ -224,10 +224,18 @@ class Cluster:
 
     # ---- redis ---------------------------------------------------------------------------------
 
-    def redis_cli(self, *args, timeout=5.0):
+    @property
+    def redis_password(self):
+        return self.env["REDIS_PASSWORD"]
+
+    def redis_cli(self, *args, timeout=5.0, auth=True):
+        env = dict(os.environ)
+        env.pop("REDISCLI_AUTH", None)
+        if auth:  # the cluster's Redis requires the password of this run (cluster.env)
+            env["REDISCLI_AUTH"] = self.redis_password
         r = subprocess.run(["redis-cli", "-p", str(self.redis_port), *map(str, args)],
                            capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, env=env)
         assert r.returncode == 0, f"redis-cli {args} failed: {r.stdout}{r.stderr}"
         return r.stdout
 
@@ -265,10 +273,12 @@ class Cluster:
                    "the redis port to close")
 
     def start_redis(self):
-        """A new redis-server on the same port, owned by the test (stopped by PID at finish)."""
+        """A new redis-server on the same port and with the same password (cluster.sh's
+        redis.conf), owned by the test (stopped by PID at finish)."""
         log = open(self.dir / f"redis-restart{len(self.own_procs)}.log", "wb")
         with log:
-            p = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--bind",
+            p = subprocess.Popen(["redis-server", str(self.dir / "redis.conf"),
+                                  "--port", str(self.redis_port), "--bind",
                                   "127.0.0.1", "--save", "", "--appendonly", "no",
                                   "--daemonize", "no", "--dir", str(self.dir)],
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
