@@ -484,3 +484,29 @@ def test_remote_from_trusted_proxy_only(gateway_factory):
         recs = wait_records(gw, "connection closed", 1)
         got[gw.node_id] = (records_with(gw, "connection opened")[0]["remote"], recs[0]["remote"])
     assert got == {"t1": ("198.51.100.7",) * 2, "t2": ("127.0.0.1",) * 2}, got
+
+
+def test_remote_is_reformatted_and_zone_ids_refused(gateway_factory):
+    """What is logged as remote comes from the parsed address, never the header's text: an IPv6
+    address is written in its canonical form, and an entry with a zone id (fe80::1%<anything>,
+    free text up to the next comma) stops the walk, so the peer's address stands."""
+    gw = gateway_factory("--trusted-proxies", "127.0.0.0/8")
+    cases = [
+        ("2001:DB8:0:0::0001", "2001:db8::1"),
+        ("fe80::1%eth0", "127.0.0.1"),
+        ('fe80::1%" level=error msg=forged', "127.0.0.1"),
+        ("fe80::1%25x, 198.51.100.9", "198.51.100.9"),  # the rightmost entry is the client
+        ("198.51.100.9, fe80::1%x", "127.0.0.1"),
+    ]
+
+    async def body():
+        for xff, _ in cases:
+            c = await Client.open(gw, "/ws", extra_headers={"X-Forwarded-For": xff})
+            await c.close()
+
+    run(body())
+    recs = wait_records(gw, "connection closed", len(cases))
+    got = [r["remote"] for r in records_with(gw, "connection opened")]
+    assert got == [want for _, want in cases], got
+    assert all(r["remote"] == want for r, (_, want) in zip(recs, cases)), recs
+    assert "forged" not in gw.stdout_text()
