@@ -21,7 +21,7 @@
 #include "toprooms.h"
 #include "wire.h"
 
-#define GW_LATENCY_BUCKETS 14
+#define GW_LATENCY_BUCKETS         14
 #define GW_LOG_MESSAGES_PER_SECOND 100 /* cap of sampled message records */
 
 extern const gw_app_t gw_chat_app;

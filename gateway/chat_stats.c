@@ -80,8 +80,8 @@ int gw__chat_stats_log_allowed(gw_chat_t *chat)
 
 static void render_messages(gw_chat_t *chat, chat_buf_t *b)
 {
-    static const char *const in_types[] = {"invalid", "join", "leave", "chat",
-                                           "typing", "ping", "refresh"};
+    static const char *const in_types[] = {"invalid", "join", "leave",  "chat",
+                                           "typing",  "ping", "refresh"};
     static const char *const out_types[] = {"chat", "typing", "system"};
     char l[64];
     gw__metrics_family(b, "chat_rooms", "gauge", "Rooms with local members on this node.");
@@ -135,8 +135,8 @@ static void render_latency(gw_chat_t *chat, chat_buf_t *b)
                        "local sockets, one observation per message per node.");
     for (size_t i = 0; i < GW_LATENCY_BUCKETS; i++) {
         cum += chat->latency_buckets[i];
-        chat_buf_appendf(b, "chat_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                         latency_le[i], (unsigned long long)cum);
+        chat_buf_appendf(b, "chat_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n", latency_le[i],
+                         (unsigned long long)cum);
     }
     cum += chat->latency_buckets[GW_LATENCY_BUCKETS];
     chat_buf_appendf(b, "chat_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n",

@@ -45,13 +45,13 @@ enum gw_app_close_code {
 };
 
 /* Fixed buckets (docs/limits.md): typing and join have their own, per connection. */
-#define GW_TYPING_RATE   2
-#define GW_TYPING_BURST  4
-#define GW_JOIN_RATE     10
+#define GW_TYPING_RATE  2
+#define GW_TYPING_BURST 4
+#define GW_JOIN_RATE    10
 /* A reconnecting client may rejoin every room at once, and then some: twice the room limit. */
-#define GW_JOIN_BURST(max_rooms) ((max_rooms) * 2 > 20 ? (max_rooms) * 2 : 20)
-#define GW_FLOOD_WINDOW_MS 10000 /* more refusals than 10x what the bucket allows in it: 1008 */
-#define GW_FLOOD_FACTOR    10
+#define GW_JOIN_BURST(max_rooms) ((max_rooms)*2 > 20 ? (max_rooms)*2 : 20)
+#define GW_FLOOD_WINDOW_MS       10000 /* more refusals than 10x what the bucket allows in it: 1008 */
+#define GW_FLOOD_FACTOR          10
 
 typedef enum gw_bucket_kind {
     GW_BUCKET_MESSAGE = 0, /* per connection */
@@ -63,8 +63,8 @@ typedef enum gw_bucket_kind {
 
 /* How a frame for a session may be treated when its send queue is full. */
 typedef enum gw_out_kind {
-    GW_OUT_MUST = 0,    /* chat, replies: never dropped; a full queue closes the connection */
-    GW_OUT_DROPPABLE,   /* typing and system notices: dropped (and counted) when full */
+    GW_OUT_MUST = 0,  /* chat, replies: never dropped; a full queue closes the connection */
+    GW_OUT_DROPPABLE, /* typing and system notices: dropped (and counted) when full */
 } gw_out_kind_t;
 
 typedef enum gw_authfail {
@@ -77,10 +77,10 @@ typedef enum gw_authfail {
 
 /* Counters of the transport; the metrics endpoint reads them. */
 typedef struct gw_stats {
-    uint64_t dropped_queue_full;         /* droppable frames dropped for a full send queue */
-    uint64_t rate_limited[GW_BUCKET_N];  /* refusals by bucket */
-    uint64_t closed_by_code[5000];       /* closes by code (< 5000; 1005: no code, 1006: none) */
-    uint64_t handshake_rejected[600];    /* HTTP refusals by status */
+    uint64_t dropped_queue_full;        /* droppable frames dropped for a full send queue */
+    uint64_t rate_limited[GW_BUCKET_N]; /* refusals by bucket */
+    uint64_t closed_by_code[5000];      /* closes by code (< 5000; 1005: no code, 1006: none) */
+    uint64_t handshake_rejected[600];   /* HTTP refusals by status */
     uint64_t auth_failures[GW_AUTHFAIL_N];
     uint64_t connections_opened, connections_closed;
 } gw_stats_t;
@@ -146,20 +146,20 @@ struct gw_session {
     gw_ws_handlers_t ws_h;
     uv_timer_t timer; /* owned by session.c: handshake, then safety deadlines, then linger */
     int pending_closes;
-    gw_http_req_t *req; /* during the handshake only */
-    gw_ws_t *ws;        /* once open */
-    void *app_data;     /* the app's, from on_open until on_close */
-    gw_user_t *u;       /* shared per-user state (reference held while open) */
+    gw_http_req_t *req;               /* during the handshake only */
+    gw_ws_t *ws;                      /* once open */
+    void *app_data;                   /* the app's, from on_open until on_close */
+    gw_user_t *u;                     /* shared per-user state (reference held while open) */
     gw_bucket_t buckets[GW_BUCKET_N]; /* GW_BUCKET_USER unused here: see u->bucket */
     uint64_t refuse_window_ms;        /* start of the flood window */
     uint64_t refusals;                /* rate-limit refusals in that window */
-    uint64_t last_rx_ms;   /* uv_now() of the last bytes from the client */
-    uint64_t last_app_ms;  /* of the last application message */
-    uint64_t ping_sent_ms; /* of our outstanding ping; 0: none */
-    uint64_t accepted_ms;  /* uv_now() of the accept (handshake deadline) */
-    uint64_t opened_ms;    /* uv_now() of the upgrade */
-    uint64_t linger_due_ms; /* CLOSING: the TCP connection is dropped by then */
-    uint64_t bytes_in;      /* from the client, handshake included */
+    uint64_t last_rx_ms;              /* uv_now() of the last bytes from the client */
+    uint64_t last_app_ms;             /* of the last application message */
+    uint64_t ping_sent_ms;            /* of our outstanding ping; 0: none */
+    uint64_t accepted_ms;             /* uv_now() of the accept (handshake deadline) */
+    uint64_t opened_ms;               /* uv_now() of the upgrade */
+    uint64_t linger_due_ms;           /* CLOSING: the TCP connection is dropped by then */
+    uint64_t bytes_in;                /* from the client, handshake included */
     const char *close_reason; /* static: why we closed (NULL: the client did, or the TCP link) */
     unsigned close_flags;     /* GW_CLOSE_F_*: a close was requested (see close_link) */
     int detached;             /* the app's on_close ran: no more app calls for s */
@@ -167,7 +167,7 @@ struct gw_session {
     chat_list_t link;         /* srv->session_list (until closing starts) */
     chat_list_t all_link;     /* srv->all_sessions (until teardown) */
     size_t user_len, conn_name_len;
-    char remote[64]; /* client address: the peer, or from X-Forwarded-For via a trusted proxy */
+    char remote[64];     /* client address: the peer, or from X-Forwarded-For via a trusted proxy */
     char *user;          /* owned: the token's sub, or guest-<node>-<n> */
     gw_identity_t ident; /* the verified token's claims; ident.sub == NULL for guests */
     uint64_t exp_mono_ms; /* uv_now() time of exp (0: no expiry) */
@@ -183,8 +183,8 @@ struct gw_server {
     uv_tcp_t listener;
     uv_prepare_t flusher; /* carries out requested closes, then flushes, before the loop polls */
     chat_list_t flush_list;
-    chat_list_t close_list; /* gw_session_t.close_link */
-    uv_buf_t readbuf;       /* loop-wide read buffer lent to every connection */
+    chat_list_t close_list;   /* gw_session_t.close_link */
+    uv_buf_t readbuf;         /* loop-wide read buffer lent to every connection */
     chat_map_t sessions;      /* 8-byte id -> gw_session_t */
     chat_list_t session_list; /* every session, for shutdown */
     chat_list_t all_sessions; /* every session not yet torn down (forced stop) */

@@ -37,8 +37,7 @@ static void notice(gw_session_t *s, chat_str_t room, const char *event)
     if (!srv->cfg->room_events)
         return;
     chat_buf_t *b = scratch(s);
-    chat_env_build_system(b, room, event, gw__session_user(s), gw__session_name(s),
-                          chat_wall_ms());
+    chat_env_build_system(b, room, event, gw__session_user(s), gw__session_name(s), chat_wall_ms());
     gw__relay_publish(gw__chat(srv), room, CHAT_WIRE_SYSTEM, s, 1, 0, chat_buf_str(b));
 }
 
@@ -122,9 +121,9 @@ static int target_room(gw_session_t *s, const chat_env_in_t *in, char *buf, chat
     if (in->room.p == NULL) {
         if (cs->nrooms != 1) {
             gw__dispatch_error(s, "bad_request",
-                        cs->nrooms ? "field 'room' is required when in several rooms"
-                                   : "join a room first",
-                        in->cid, CHAT_STR_NULL);
+                               cs->nrooms ? "field 'room' is required when in several rooms"
+                                          : "join a room first",
+                               in->cid, CHAT_STR_NULL);
             return 0;
         }
         gw_member_t *m = chat_container_of(cs->rooms.next, gw_member_t, session_link);
@@ -165,8 +164,9 @@ static void chat(gw_session_t *s, const chat_env_in_t *in)
         return;
     if (in->text.len == 0 || in->text.len > srv->cfg->max_text_bytes) {
         gw__dispatch_error(s, "bad_request",
-                    in->text.len ? "field 'text' is too long" : "field 'text' must not be empty",
-                    in->cid, room);
+                           in->text.len ? "field 'text' is too long"
+                                        : "field 'text' must not be empty",
+                           in->cid, room);
         return;
     }
     int idlen = snprintf(id, sizeof(id), "%.*s-%s-%" PRIx64, (int)srv->node.len, srv->node.p,
@@ -209,13 +209,14 @@ static void refresh(gw_session_t *s, const chat_env_in_t *in)
     const char *reason;
     if (!gw_auth_enabled(s->srv->auth) || s->ident.sub == NULL) {
         gw__dispatch_error(s, "bad_request", "this connection has no token to refresh", in->cid,
-                    CHAT_STR_NULL);
+                           CHAT_STR_NULL);
         return;
     }
     if (gw_auth_verify(s->srv->auth, in->token, chat_wall_ms() / 1000, &id, &reason) != 0) {
         s->srv->stats.auth_failures[GW_AUTHFAIL_INVALID]++;
-        gw__dispatch_error(s, "invalid_token", "the new token is not valid; the current one still holds",
-                    in->cid, CHAT_STR_NULL);
+        gw__dispatch_error(s, "invalid_token",
+                           "the new token is not valid; the current one still holds", in->cid,
+                           CHAT_STR_NULL);
         return;
     }
     if (strcmp(id.sub, s->ident.sub) != 0) {
@@ -265,7 +266,7 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
     }
     if (rc == CHAT_EBADJSON) {
         gw__dispatch_error(s, "bad_json", "a message must be one JSON object", CHAT_STR_NULL,
-                    CHAT_STR_NULL);
+                           CHAT_STR_NULL);
     } else if (rc == CHAT_EUNKNOWN_TYPE) {
         gw__dispatch_error(s, "unknown_type", in.error, in.cid, CHAT_STR_NULL);
     } else if (rc != 0) {

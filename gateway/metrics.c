@@ -67,17 +67,18 @@ static void render_connections(gw_server_t *srv, chat_buf_t *b)
     char l[64];
     gw__metrics_family(b, "chat_connections", "gauge", "Open WebSocket connections on this node.");
     gw__metrics_sample(b, "chat_connections", NULL, srv->nopen);
-    gw__metrics_family(b, "chat_connections_opened_total", "counter", "WebSocket connections opened.");
+    gw__metrics_family(b, "chat_connections_opened_total", "counter",
+                       "WebSocket connections opened.");
     gw__metrics_sample(b, "chat_connections_opened_total", NULL, st->connections_opened);
     gw__metrics_family(b, "chat_connections_closed_total", "counter",
-           "WebSocket connections closed, by close code (1006: no close handshake).");
+                       "WebSocket connections closed, by close code (1006: no close handshake).");
     for (size_t c = 0; c < sizeof(st->closed_by_code) / sizeof(st->closed_by_code[0]); c++)
         if (st->closed_by_code[c]) {
             snprintf(l, sizeof(l), "code=\"%zu\"", c);
             gw__metrics_sample(b, "chat_connections_closed_total", l, st->closed_by_code[c]);
         }
     gw__metrics_family(b, "chat_handshake_rejected_total", "counter",
-           "Upgrade requests refused before the WebSocket opened, by HTTP status.");
+                       "Upgrade requests refused before the WebSocket opened, by HTTP status.");
     for (size_t c = 0; c < sizeof(st->handshake_rejected) / sizeof(st->handshake_rejected[0]); c++)
         if (st->handshake_rejected[c]) {
             snprintf(l, sizeof(l), "status=\"%zu\"", c);
@@ -92,15 +93,19 @@ static void render_limits(gw_server_t *srv, chat_buf_t *b)
                                            "forbidden"};
     const gw_stats_t *st = &srv->stats;
     char l[64];
-    gw__metrics_family(b, "chat_messages_dropped_total", "counter",
-           "Frames not delivered, by reason (send_queue_full: typing/system for a full queue).");
-    gw__metrics_sample(b, "chat_messages_dropped_total", "reason=\"send_queue_full\"", st->dropped_queue_full);
-    gw__metrics_family(b, "chat_rate_limited_total", "counter", "Client messages refused by a rate limit.");
+    gw__metrics_family(
+        b, "chat_messages_dropped_total", "counter",
+        "Frames not delivered, by reason (send_queue_full: typing/system for a full queue).");
+    gw__metrics_sample(b, "chat_messages_dropped_total", "reason=\"send_queue_full\"",
+                       st->dropped_queue_full);
+    gw__metrics_family(b, "chat_rate_limited_total", "counter",
+                       "Client messages refused by a rate limit.");
     for (size_t i = 0; i < GW_BUCKET_N; i++) {
         snprintf(l, sizeof(l), "bucket=\"%s\"", buckets[i]);
         gw__metrics_sample(b, "chat_rate_limited_total", l, st->rate_limited[i]);
     }
-    gw__metrics_family(b, "chat_auth_failures_total", "counter", "Refused tokens and forbidden rooms.");
+    gw__metrics_family(b, "chat_auth_failures_total", "counter",
+                       "Refused tokens and forbidden rooms.");
     for (size_t i = 0; i < GW_AUTHFAIL_N; i++) {
         snprintf(l, sizeof(l), "reason=\"%s\"", authfail[i]);
         gw__metrics_sample(b, "chat_auth_failures_total", l, st->auth_failures[i]);
@@ -116,26 +121,33 @@ static void render_process(gw_server_t *srv, chat_buf_t *b)
     {
         queued += chat_container_of(pos, gw_session_t, all_link)->conn.queued_bytes;
     }
-    gw__metrics_family(b, "chat_send_queue_bytes", "gauge", "Bytes waiting to be written to clients.");
+    gw__metrics_family(b, "chat_send_queue_bytes", "gauge",
+                       "Bytes waiting to be written to clients.");
     gw__metrics_sample(b, "chat_send_queue_bytes", NULL, queued);
     broker_get_stats(srv->broker, &bs);
-    gw__metrics_family(b, "chat_broker_connected", "gauge",
-           "1 while the broker can take messages (Redis: both links up, canary fresh).");
+    gw__metrics_family(
+        b, "chat_broker_connected", "gauge",
+        "1 while the broker can take messages (Redis: both links up, canary fresh).");
     gw__metrics_sample(b, "chat_broker_connected", NULL, (uint64_t)broker_is_up(srv->broker));
-    gw__metrics_family(b, "chat_broker_reconnects_total", "counter", "Times the broker came back after a loss.");
+    gw__metrics_family(b, "chat_broker_reconnects_total", "counter",
+                       "Times the broker came back after a loss.");
     gw__metrics_sample(b, "chat_broker_reconnects_total", NULL, bs.reconnects);
-    gw__metrics_family(b, "chat_broker_published_total", "counter", "Messages the broker accepted.");
+    gw__metrics_family(b, "chat_broker_published_total", "counter",
+                       "Messages the broker accepted.");
     gw__metrics_sample(b, "chat_broker_published_total", NULL, bs.published);
-    gw__metrics_family(b, "chat_broker_received_total", "counter", "Messages received from the broker.");
+    gw__metrics_family(b, "chat_broker_received_total", "counter",
+                       "Messages received from the broker.");
     gw__metrics_sample(b, "chat_broker_received_total", NULL, bs.received);
     gw__metrics_family(b, "chat_broker_publish_errors_total", "counter",
-           "Publications refused or failed (their senders got `unavailable`).");
+                       "Publications refused or failed (their senders got `unavailable`).");
     gw__metrics_sample(b, "chat_broker_publish_errors_total", NULL, bs.publish_errors);
     gw__metrics_family(b, "chat_build_info", "gauge", "Always 1; the version as a label.");
     gw__metrics_sample(b, "chat_build_info", "version=\"" CHAT_VERSION "\"", 1);
-    gw__metrics_family(b, "chat_process_resident_memory_bytes", "gauge", "Resident memory of the process.");
+    gw__metrics_family(b, "chat_process_resident_memory_bytes", "gauge",
+                       "Resident memory of the process.");
     gw__metrics_sample(b, "chat_process_resident_memory_bytes", NULL, rss_bytes());
-    gw__metrics_family(b, "chat_process_open_fds", "gauge", "Open file descriptors of the process.");
+    gw__metrics_family(b, "chat_process_open_fds", "gauge",
+                       "Open file descriptors of the process.");
     gw__metrics_sample(b, "chat_process_open_fds", NULL, open_fds());
 }
 

@@ -19,8 +19,7 @@
 #define REJECT_LOG_EVERY_MS 1000 /* at most one log record per second for refused messages */
 
 int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
-                      const gw_session_t *origin, int exclude_origin, uint64_t tag,
-                      chat_str_t json)
+                      const gw_session_t *origin, int exclude_origin, uint64_t tag, chat_str_t json)
 {
     gw_server_t *srv = chat->srv;
     chat_wire_hdr_t h = {

@@ -69,8 +69,7 @@ void gw__safety_on_deadline(gw_session_t *s, uint64_t now)
         gw__session_close(s, GW_CLOSE_TOKEN_EXPIRED, "token expired: get a new token");
         return;
     }
-    if (s->exp_mono_ms && !s->expiry_warned &&
-        now + cfg->jwt_refresh_window_ms >= s->exp_mono_ms) {
+    if (s->exp_mono_ms && !s->expiry_warned && now + cfg->jwt_refresh_window_ms >= s->exp_mono_ms) {
         s->expiry_warned = 1;
         if (s->srv->app->on_token_expiring)
             s->srv->app->on_token_expiring(s, s->ident.exp * 1000 - chat_wall_ms());
@@ -97,8 +96,8 @@ void gw__safety_on_write_start(gw_session_t *s)
     /* The timer may be set for a later deadline than this write's: bring it forward. */
     uint64_t due = s->conn.write_started_ms + s->srv->cfg->write_timeout_ms;
     uint64_t now = uv_now(s->srv->loop);
-    if (gw__session_is_open(s) && (!uv_is_active((uv_handle_t *)&s->timer) ||
-                                   now + uv_timer_get_due_in(&s->timer) > due))
+    if (gw__session_is_open(s) &&
+        (!uv_is_active((uv_handle_t *)&s->timer) || now + uv_timer_get_due_in(&s->timer) > due))
         gw__session_rearm(s);
 }
 

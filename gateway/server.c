@@ -138,8 +138,7 @@ void gw__server_session_gone(gw_server_t *srv)
         finish_stop(srv);
 }
 
-int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg,
-                    const gw_app_t *app)
+int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg, const gw_app_t *app)
 {
     int rc;
     gw_server_t *srv = chat_xcalloc(1, sizeof(*srv));

@@ -128,8 +128,8 @@ static void finish(gw_session_t *s)
         return;
     detach(s);
     set_state(s, GW_S_CLOSING);
-    s->linger_due_ms = uv_now(s->srv->loop) +
-                       (s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS);
+    s->linger_due_ms =
+        uv_now(s->srv->loop) + (s->srv->stopping ? GW_STOP_LINGER_MS : GW_CLOSE_LINGER_MS);
     gw_conn_close_gracefully(&s->conn);
     gw__session_rearm(s);
 }
@@ -569,8 +569,8 @@ void gw__session_accept(gw_server_t *srv)
     chat_list_init(&s->close_link);
     chat_list_insert_tail(&srv->all_sessions, &s->all_link);
     char guest[GW_ID_MAX];
-    s->user_len = (size_t)snprintf(guest, sizeof(guest), "guest-%.*s-%" PRIu64,
-                                   (int)srv->node.len, srv->node.p, s->id);
+    s->user_len = (size_t)snprintf(guest, sizeof(guest), "guest-%.*s-%" PRIu64, (int)srv->node.len,
+                                   srv->node.p, s->id);
     s->user = chat_xstrndup(guest, s->user_len);
     s->conn_name_len = (size_t)snprintf(s->conn_name, sizeof(s->conn_name), "%.*s-%" PRIu64,
                                         (int)srv->node.len, srv->node.p, s->id);
