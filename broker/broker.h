@@ -1,9 +1,9 @@
 /* broker/broker.h - the only way the gateway reaches the other members of a room, on this node
  * or on others. The broker knows topics (room names) and opaque bytes, never sessions or JSON.
- * Implementations: the in-memory broker (single node, the default: broker/memory.c) and, later,
- * Redis pub/sub. Nothing outside broker/ knows which one runs.
+ * Implementations: the in-memory broker (single node, the default: broker/memory.c) and Redis
+ * pub/sub (broker/redis.c). Nothing outside broker/ knows which one runs.
  *
- * Shared contract (checked by tests/unit/test_broker_memory.c):
+ * Shared contract (checked against both by tests/unit/test_broker_contract.c):
  *  - publish() never calls back synchronously; every callback runs from the loop.
  *  - Every node receives its own publications for topics it subscribes, so a topic has one
  *    order for everyone and local delivery is not a special case.

@@ -11,6 +11,9 @@
  *   expects it back on the subscriber link. A canary not back within CANARY_LATE_MS marks the
  *   subscription unhealthy and forces the subscriber link to reconnect (a subscription that
  *   silently stopped is the classic failure here; the health check must not stay green).
+ *   While the publisher link is down no canary can be sent, so the subscription counts as
+ *   unverified from then on: a stalled Redis that timed the publisher out before any canary was
+ *   in flight gets its subscriber connection rebuilt as well, CANARY_LATE_MS later.
  * - The broker is "up" (on_link, broker_is_up) while both links are ready and the canary is fresh. */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -44,7 +47,9 @@ typedef struct redis_broker {
     char *canary; /* <prefix>node:<node id> */
     uv_timer_t canary_timer;
     uint64_t canary_sent, canary_seen; /* sequence numbers */
-    uint64_t canary_waiting_since;     /* uv_now() of the oldest canary not seen, 0 if none */
+    uint64_t canary_waiting_since;     /* uv_now() since the subscription is unverified (the
+                                        * oldest canary not seen, or the publisher going down
+                                        * with none in flight), 0 while verified */
     int canary_ok;
     int up, was_up;
     int closed;
@@ -134,7 +139,10 @@ static void on_pub_ready(void *ctx)
 
 static void on_pub_down(void *ctx, const char *why)
 {
-    update_up(ctx);
+    redis_broker_t *b = ctx;
+    if (redis_link_ready(b->sub) && b->canary_waiting_since == 0)
+        b->canary_waiting_since = uv_now(b->loop); /* no canary can vouch for it meanwhile */
+    update_up(b);
 }
 
 static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
@@ -172,8 +180,8 @@ static void on_canary(redis_broker_t *b, redisReply *payload)
     uint64_t seq = strtoull(payload->str, NULL, 10);
     if (seq > b->canary_seen)
         b->canary_seen = seq;
-    if (b->canary_seen >= b->canary_sent)
-        b->canary_waiting_since = 0;
+    if (b->canary_seen >= b->canary_sent) /* verified now; unverified again if no more can come */
+        b->canary_waiting_since = redis_link_ready(b->pub) ? 0 : uv_now(b->loop);
     b->canary_ok = 1;
     update_up(b);
 }
@@ -304,7 +312,8 @@ static int redis_publish(broker_t *base, chat_str_t topic, chat_str_t data, uint
 
 static int redis_is_up(const broker_t *base)
 {
-    return ((const redis_broker_t *)base)->up;
+    const redis_broker_t *b = (const redis_broker_t *)base;
+    return b->up && !b->closed; /* closed: it takes nothing any more */
 }
 
 static void on_canary_timer_closed(uv_handle_t *h)

@@ -3,8 +3,10 @@
  * States: BACKOFF -> RESOLVING -> CONNECTING -> HANDSHAKE -> READY, and from any of the middle
  * ones back to BACKOFF through fail() (the stream is closed first: a new connection reuses the
  * handle memory only after its close callback). One timer serves every state: the backoff delay,
- * the connect + handshake timeout, and in READY a periodic check of the oldest command's
- * deadline (replies come in order, so the oldest is the first to time out). */
+ * the connect + handshake timeout, in READY a periodic check of the oldest command's deadline
+ * (replies come in order, so the oldest is the first to time out), and a 0 ms shot for a failure
+ * found inside redis_link_command() (uv_write refused at once): fail() runs the callbacks of the
+ * pending commands and on_down, which must never run synchronously from a command. */
 #include "redis_link.h"
 
 #include <hiredis/hiredis.h>
@@ -59,7 +61,8 @@ struct redis_link {
     chat_list_t pending; /* pending_cmd_t, in the order the commands were written */
     unsigned attempt;    /* consecutive failures, for the backoff */
     int handshake_left;
-    int pending_closes; /* after redis_link_close(): handles still closing */
+    const char *fail_soon; /* static reason of a failure deferred to the timer, or NULL */
+    int pending_closes;    /* after redis_link_close(): handles still closing */
     char rbuf[LINK_READ_BYTES];
 };
 
@@ -120,6 +123,10 @@ static uint64_t backoff_ms(redis_link_t *l)
 static void on_timer(uv_timer_t *t)
 {
     redis_link_t *l = t->data;
+    if (l->fail_soon) {
+        fail(l, l->fail_soon);
+        return;
+    }
     switch (l->state) {
     case L_BACKOFF:
         if (l->stream_closing || l->gai_pending) { /* old handle or lookup not released yet */
@@ -148,6 +155,7 @@ static void on_timer(uv_timer_t *t)
 static void fail(redis_link_t *l, const char *why)
 {
     link_state_t was = l->state;
+    l->fail_soon = NULL;
     if (was == L_CLOSED || was == L_BACKOFF)
         return;
     CHAT_LOG(CHAT_LOG_WARN, "redis link failed", CHAT_KV_C("link", l->name ? l->name : "redis"),
@@ -173,7 +181,19 @@ static void on_write(uv_write_t *req, int status)
         fail(l, uv_strerror(status));
 }
 
-/* Formats and writes one command; internal marks handshake commands. */
+/* The stream refused a write at once (uv_write: EPIPE after a shutdown, EBADF): the caller may
+ * be inside redis_link_command(), so the link stops taking commands now and fails from the loop on
+ * the next turn (the timer), where the pending commands get their NULL replies. why is static. */
+static void fail_from_loop(redis_link_t *l, const char *why)
+{
+    if (l->fail_soon != NULL)
+        return;
+    l->fail_soon = why;
+    uv_timer_start(&l->timer, on_timer, 0, 0);
+}
+
+/* Formats and writes one command; internal marks handshake commands. Returns 0, or CHAT_EBROKER
+ * (no reply will follow; the link fails on the next loop turn). */
 static int send_cmd(redis_link_t *l, int argc, const char **argv, const size_t *lens, uint64_t tag,
                     int internal, int expect_reply)
 {
@@ -189,7 +209,7 @@ static int send_cmd(redis_link_t *l, int argc, const char **argv, const size_t *
     if (rc != 0) {
         redisFreeCommand(cmd);
         free(w);
-        fail(l, uv_strerror(rc));
+        fail_from_loop(l, uv_strerror(rc));
         return CHAT_EBROKER;
     }
     if (expect_reply) {
@@ -226,7 +246,7 @@ static void handshake_reply(redis_link_t *l, redisReply *r)
         fail(l, why);
         return;
     }
-    if (--l->handshake_left == 0)
+    if (--l->handshake_left == 0 && l->fail_soon == NULL) /* else the timer fails it */
         become_ready(l);
 }
 
@@ -433,14 +453,13 @@ int redis_link_open(uv_loop_t *loop, const redis_link_config_t *cfg, const redis
 
 int redis_link_ready(const redis_link_t *l)
 {
-    return l->state == L_READY;
+    return l->state == L_READY && l->fail_soon == NULL;
 }
-
 
 int redis_link_command(redis_link_t *l, int argc, const char **argv, const size_t *lens,
                        uint64_t tag)
 {
-    if (l->state != L_READY)
+    if (!redis_link_ready(l))
         return CHAT_EBROKER;
     return send_cmd(l, argc, argv, lens, tag, 0, !l->cfg.subscriber);
 }

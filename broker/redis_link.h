@@ -45,13 +45,17 @@ typedef struct redis_link_config {
 /* Starts connecting at once. Both structs are copied. Returns 0 and *out. */
 int redis_link_open(uv_loop_t *loop, const redis_link_config_t *cfg, const redis_link_handlers_t *h,
                     redis_link_t **out);
-/* 1 when connected and the handshake is done. */
+/* 1 when connected and the handshake is done (and no failure is waiting for the next turn). */
 int redis_link_ready(const redis_link_t *l);
 /* Sends one command (arguments copied). Outside subscriber mode on_reply(tag) follows. Returns 0,
- * or CHAT_EBROKER when the link is not ready (no callback). */
+ * or CHAT_EBROKER (no callback) when the link is not ready or the connection refused the write at
+ * once; then the link stops taking commands and fails on the next loop turn, where the commands
+ * already pending get their NULL replies and on_down runs: never inside this call. */
 int redis_link_command(redis_link_t *l, int argc, const char **argv, const size_t *lens,
                        uint64_t tag);
-/* Drops the connection (failing its commands) and reconnects after the backoff. */
+/* Drops the connection (failing its commands) and reconnects after the backoff. The NULL replies
+ * and on_down run before it returns: call it from a loop callback (a timer), never from code that
+ * runs inside redis_link_command() or broker_publish(). */
 void redis_link_reset(redis_link_t *l, const char *why);
 /* Closes everything; pending commands are dropped without callbacks. Frees l asynchronously. */
 void redis_link_close(redis_link_t *l);

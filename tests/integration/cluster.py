@@ -258,6 +258,17 @@ class Cluster:
                 counts[m.group(1)] = counts.get(m.group(1), 0) + int(fields.get("sub", 0))
         return counts
 
+    def link_ids(self, kind):
+        """node id -> sorted CLIENT LIST ids of the connections named chat-gateway:<node>:<kind>
+        (kind "pub" or "sub"): a connection that was replaced shows up as a new id."""
+        ids = {}
+        for line in self.redis_cli("CLIENT", "LIST").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            m = re.fullmatch(r"chat-gateway:(.+):" + re.escape(kind), fields.get("name", ""))
+            if m:
+                ids.setdefault(m.group(1), []).append(int(fields["id"]))
+        return {node: sorted(v) for node, v in ids.items()}
+
     def wait_numsub(self, channel, n, timeout=5.0):
         wait_until(lambda: self.numsub(channel) == n, timeout * SCALE,
                    f"PUBSUB NUMSUB {channel} == {n}")

@@ -457,6 +457,71 @@ def test_redis_paused_unavailable_after_timeout_then_recovers(fresh_cluster):
     run(body(), timeout=60)
 
 
+# ---- 4b. Redis frozen past the canary ---------------------------------------------------------
+
+FREEZE_S = 8.0
+
+
+def test_redis_frozen_every_node_replaces_its_subscriber_connection(fresh_cluster):
+    """SIGSTOP of redis-server for 8 s: each node's canary is late, so each node must drop its
+    subscriber connection and build a new one (a new CLIENT LIST id, the old one gone), subscribe
+    every room it has members in again, and carry chats again, all without client action."""
+    cl = fresh_cluster
+    room, other = "frozen", "frozen-two"
+
+    async def body():
+        cs = [await open_on(cl.node(i), f"/chat/{room}") for i in (1, 2, 3)]
+        two = [await open_on(cl.node(i), f"/chat/{other}") for i in (1, 2)]  # not on node3
+        rpid = cl.pid("redis")
+        try:
+            await wait_numsub(cl, room, 3)
+            await wait_numsub(cl, other, 2)
+            await chat_round(cs, room, "before")
+            old = cl.link_ids("sub")
+            assert sorted(old) == list(NODES) and all(len(v) == 1 for v in old.values()), \
+                f"one subscriber connection per node before the freeze: {old}"
+            late = {n: cl.count_in_log(n, "redis canary late") for n in NODES}
+            ups = _link_up_counts(cl)
+
+            os.kill(rpid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(FREEZE_S)
+            finally:
+                os.kill(rpid, signal.SIGCONT)
+
+            def replaced():
+                now = cl.link_ids("sub")
+                ok = all(len(now.get(n, [])) == 1 and now[n] != old[n] for n in NODES)
+                return now if ok else None
+
+            try:
+                new = await await_until(replaced, 15 * SCALE,
+                                        "a new subscriber connection on every node", interval=0.1)
+            except AssertionError:
+                raise AssertionError(f"subscriber connections before the freeze {old}, after "
+                                     f"{cl.link_ids('sub')}") from None
+            for n in NODES:
+                assert old[n][0] not in new[n], (n, old, new)
+                assert cl.count_in_log(n, "redis canary late") > late[n], \
+                    f"{n} never logged its late canary:\n{cl.log(n)[-2000:]}"
+            await wait_links_up_again(cl, ups)
+            await wait_numsub(cl, room, 3, timeout=10)
+            await wait_numsub(cl, other, 2, timeout=10)
+            # the new connections carry exactly the canary and the rooms with local members
+            assert cl.sub_counts() == {"node1": 3, "node2": 3, "node3": 2}, cl.sub_counts()
+            assert cl.link_ids("sub") == new, "subscriber connections changed again"
+            for c in cs + two:
+                assert c.ws.open, f"{c.user}: connection closed by the freeze"
+            await chat_round(cs, room, "after")
+            await chat_round(list(reversed(two)), other, "after")
+        finally:
+            if pid_alive(rpid):
+                os.kill(rpid, signal.SIGCONT)
+            await close_all(cs + two)
+
+    run(body(), timeout=90)
+
+
 # ---- 5. a node killed ---------------------------------------------------------------------------
 
 def test_node_killed_others_keep_chatting_subscriptions_vanish(fresh_cluster):

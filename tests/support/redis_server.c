@@ -119,3 +119,25 @@ int test_redis_cli(const test_redis_t *r, const char *args, char *out, size_t ca
     }
     return pclose(p) == 0 ? 0 : -1;
 }
+
+int test_redis_client_ids(const test_redis_t *r, const char *name, long *ids, int cap)
+{
+    char cmd[128], line[1024], want[256];
+    int n = 0;
+    snprintf(cmd, sizeof(cmd), "redis-cli -p %d CLIENT LIST 2>&1", r->port);
+    snprintf(want, sizeof(want), " name=%s ", name);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    /* One connection per line: "id=5 addr=127.0.0.1:41234 ... name=chat-gateway:a:sub age=..." */
+    for (int i = 0; i < 10000 && fgets(line, sizeof(line), p) != NULL; i++) {
+        if (strncmp(line, "id=", 3) != 0 || strstr(line, want) == NULL)
+            continue;
+        if (n < cap)
+            ids[n] = strtol(line + 3, NULL, 10);
+        n++;
+    }
+    while (fgetc(p) != EOF) {
+    }
+    return pclose(p) == 0 ? n : -1;
+}

@@ -1,5 +1,6 @@
 /* tests/support/redis_server.h - a real redis-server for tests: started on a free loopback port
- * (no persistence), stopped, restarted on the same port, paused (SIGSTOP) and resumed by PID.
+ * (no persistence), stopped, restarted on the same port, paused (SIGSTOP) and resumed by PID, and
+ * asked through redis-cli (one command, or the ids of the connections of one CLIENT SETNAME).
  * A missing redis-server is a test failure, not a skip. */
 #ifndef CHAT_TESTS_REDIS_SERVER_H
 #define CHAT_TESTS_REDIS_SERVER_H
@@ -21,5 +22,8 @@ void test_redis_pause(test_redis_t *r);
 void test_redis_resume(test_redis_t *r);
 /* Runs one command through redis-cli and returns its first output line in out. Returns 0/-1. */
 int test_redis_cli(const test_redis_t *r, const char *args, char *out, size_t cap);
+/* The ids of the connections named name in CLIENT LIST (up to cap of them in ids). Returns how
+ * many there are, or -1 when redis-cli failed. */
+int test_redis_client_ids(const test_redis_t *r, const char *name, long *ids, int cap);
 
 #endif

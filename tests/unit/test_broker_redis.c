@@ -1,9 +1,13 @@
-/* tests/unit/test_broker_redis.c - broker/redis.c against a real redis-server (started by the
- * test on a free loopback port): two brokers ("nodes" a and b) on one loop deliver each other's
+/* tests/unit/test_broker_redis.c - what only broker/redis.c promises, against a real redis-server
+ * (started by the test on a free loopback port; the contract shared with the memory broker runs
+ * in test_broker_contract.c): two brokers ("nodes" a and b) on one loop deliver each other's
  * publications in order, subscriptions follow PUBSUB NUMSUB, the /db is selected on both
  * connections, publish completes after Redis accepted it, and the failure cases: Redis stopped
  * and restarted (not up, publish refused, then resubscribed without any call), unreachable at
- * start, and paused (SIGSTOP) long enough for the canary and the command timeout. */
+ * start, paused (SIGSTOP) long enough for the canary and the command timeout, paused after the
+ * publisher connection timed out with no canary in flight (the subscriber connection must still
+ * be replaced: a new CLIENT LIST id), and a connection that refuses a write at once (shut down
+ * under the link): the failure reaches the callbacks from the loop, never inside publish(). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +28,11 @@
 
 typedef struct node {
     broker_t *b;
+    uv_loop_t *loop;
     const char *id;
+    int in_publish; /* set around broker_publish: a callback seeing it ran synchronously */
+    int sync_calls;
+    uint64_t up_at; /* uv_now() of the last on_link(1) */
     size_t nmsgs;
     char *msgs[MAX_MSGS]; /* "topic|data" */
     size_t npub;
@@ -33,15 +41,23 @@ typedef struct node {
     int ups, downs;
 } node_t;
 
+/* uv_shutdown() requests; in the fixture because libuv completes them when the links close. */
+typedef struct shutdowns {
+    uv_shutdown_t reqs[4];
+    int n;
+} shutdowns_t;
+
 typedef struct fixture {
     uv_loop_t loop;
     test_redis_t redis;
     node_t a, b;
+    shutdowns_t shut;
 } fixture_t;
 
 static void on_message(void *ctx, chat_str_t topic, chat_str_t data)
 {
     node_t *n = ctx;
+    n->sync_calls += n->in_publish;
     assert_true(n->nmsgs < MAX_MSGS);
     char *m = malloc(topic.len + data.len + 2);
     assert_non_null(m);
@@ -53,6 +69,7 @@ static void on_message(void *ctx, chat_str_t topic, chat_str_t data)
 static void on_published(void *ctx, uint64_t tag, int status)
 {
     node_t *n = ctx;
+    n->sync_calls += n->in_publish;
     assert_true(n->npub < MAX_MSGS);
     n->pub_tags[n->npub] = tag;
     n->pub_status[n->npub++] = status;
@@ -61,10 +78,13 @@ static void on_published(void *ctx, uint64_t tag, int status)
 static void on_link(void *ctx, int up)
 {
     node_t *n = ctx;
-    if (up)
+    n->sync_calls += n->in_publish;
+    if (up) {
         n->ups++;
-    else
+        n->up_at = uv_now(n->loop);
+    } else {
         n->downs++;
+    }
 }
 
 static void open_node(fixture_t *f, node_t *n, const char *id, const char *url, uint64_t timeout)
@@ -73,6 +93,7 @@ static void open_node(fixture_t *f, node_t *n, const char *id, const char *url, 
     broker_config_t cfg = {.url = url, .prefix = "chat:", .node_id = id, .timeout_ms = timeout};
     const char *why = NULL;
     n->id = id;
+    n->loop = &f->loop;
     assert_int_equal(broker_open(&f->loop, &cfg, &h, &n->b, &why), 0);
     assert_string_equal(broker_kind(n->b), "redis");
 }
@@ -109,6 +130,35 @@ static int both_up(fixture_t *f)
 static int both_down(fixture_t *f)
 {
     return !broker_is_up(f->a.b) && !broker_is_up(f->b.b);
+}
+
+static int a_up(fixture_t *f)
+{
+    return broker_is_up(f->a.b);
+}
+
+static int a_completed(fixture_t *f)
+{
+    return f->a.npub > 0;
+}
+
+/* broker_publish on node n, recording callbacks that would run inside it. */
+static int publish_on(node_t *n, const char *topic, const char *data, uint64_t tag)
+{
+    n->in_publish = 1;
+    int rc = broker_publish(n->b, chat_cstr(topic), chat_cstr(data), tag);
+    n->in_publish = 0;
+    return rc;
+}
+
+/* The CLIENT LIST id of the one connection named name (fails if there is not exactly one). */
+static long client_id(fixture_t *f, const char *name)
+{
+    long ids[4];
+    int n = test_redis_client_ids(&f->redis, name, ids, 4);
+    if (n != 1)
+        fail_msg("%d connections named %s in CLIENT LIST, expected 1", n, name);
+    return ids[0];
 }
 
 /* PUBSUB NUMSUB through redis-cli (it prints the channel, then the count). */
@@ -319,6 +369,99 @@ static void test_pause_trips_canary_and_timeout(void **state)
     assert_string_equal(f->b.msgs[f->b.nmsgs - 1], "p|again");
 }
 
+/* ---- a write refused at once ------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+}
+
+static void shut_down_tcp(uv_handle_t *h, void *arg)
+{
+    shutdowns_t *s = arg;
+    if (h->type == UV_TCP && !uv_is_closing(h) && s->n < 4 &&
+        uv_shutdown(&s->reqs[s->n], (uv_stream_t *)h, on_shutdown) == 0)
+        s->n++;
+}
+
+static void test_write_refused_at_once_fails_from_the_loop(void **state)
+{
+    fixture_t *f = *state;
+    open_node(f, &f->a, "a", f->redis.url, 2000);
+    assert_true(run_until(f, a_up, 5000));
+    broker_subscribe(f->a.b, CHAT_LIT("w"));
+    expect_numsub(f, "chat:room:w", 1);
+    assert_int_equal(publish_on(&f->a, "w", "pending", 1), 0); /* written, reply not read yet */
+    /* Shut the write side of both of a's connections under the links (node a's sockets are the
+     * only TCP handles on this loop): libuv's uv_write() now fails at once with EPIPE. */
+    uv_walk(&f->loop, shut_down_tcp, &f->shut);
+    assert_int_equal(f->shut.n, 2);
+    assert_int_equal(publish_on(&f->a, "w", "refused", 2), CHAT_EBROKER);
+    assert_int_equal(publish_on(&f->a, "w", "after", 3), CHAT_EBROKER); /* link stopped taking */
+    assert_int_equal(f->a.sync_calls, 0); /* nothing ran inside publish(): not tag 1's failure */
+    assert_int_equal(f->a.npub, 0);
+    assert_int_equal(f->a.downs, 0);
+    /* The failure comes from the loop: tag 1 fails exactly once, tags 2 and 3 never call back. */
+    assert_true(run_until(f, a_completed, 2000));
+    run_until(f, never, 200);
+    assert_int_equal(f->a.npub, 1);
+    assert_int_equal(f->a.pub_tags[0], 1);
+    assert_int_equal(f->a.pub_status[0], CHAT_EBROKER);
+    assert_true(f->a.downs >= 1);
+    /* and the links come back by themselves */
+    assert_true(run_until(f, a_up, 10000));
+    expect_numsub(f, "chat:room:w", 1);
+    assert_int_equal(publish_on(&f->a, "w", "back", 4), 0);
+    run_until(f, never, 300);
+    assert_int_equal(f->a.npub, 2);
+    assert_int_equal(f->a.pub_tags[1], 4);
+    assert_int_equal(f->a.pub_status[1], 0);
+    /* Redis ran tag 1's PUBLISH and may have delivered it before the subscriber connection
+     * went (its read side stayed open): failed for the sender is not "never delivered". */
+    assert_in_range(f->a.nmsgs, 1, 2);
+    if (f->a.nmsgs == 2)
+        assert_string_equal(f->a.msgs[0], "w|pending");
+    assert_string_equal(f->a.msgs[f->a.nmsgs - 1], "w|back");
+    assert_int_equal(f->a.sync_calls, 0);
+}
+
+/* ---- frozen after the publisher timed out, no canary in flight -------------------------- */
+
+static void test_freeze_without_canary_in_flight_replaces_subscriber(void **state)
+{
+    fixture_t *f = *state;
+    /* A 400 ms Redis timeout: a chat published just after a canary came back times the publisher
+     * connection out (400..500 ms later) before the next canary (every second) could be sent.
+     * Then no canary is in flight while Redis is frozen, and none can be late: the subscription
+     * must count as unverified from the moment the publisher went down. */
+    open_node(f, &f->a, "a", f->redis.url, 400);
+    broker_subscribe(f->a.b, CHAT_LIT("fz"));
+    assert_true(run_until(f, a_up, 5000)); /* up = the first canary just came back */
+    long old_sub = client_id(f, "chat-gateway:a:sub");
+    test_redis_pause(&f->redis);
+    uint64_t since_canary = uv_now(&f->loop) - f->a.up_at;
+    assert_int_equal(publish_on(&f->a, "fz", "frozen", 1), 0);
+    assert_true(run_until(f, a_completed, 1000));
+    assert_int_equal(f->a.pub_status[0], CHAT_EBROKER); /* timed out: never an ack */
+    /* The premise: the publisher went down before the next canary was due. */
+    assert_true(since_canary < 300);
+    assert_true(uv_now(&f->loop) - f->a.up_at < 950);
+    run_until(f, never, 6000 - (uv_now(&f->loop) - f->a.up_at)); /* frozen 6 s in all */
+    test_redis_resume(&f->redis);
+    assert_true(run_until(f, a_up, 20000));
+    long ids[4];
+    int n = test_redis_client_ids(&f->redis, "chat-gateway:a:sub", ids, 4);
+    assert_int_equal(n, 1);
+    if (ids[0] == old_sub)
+        fail_msg("the subscriber connection (id %ld) survived the freeze", old_sub);
+    expect_numsub(f, "chat:room:fz", 1); /* resubscribed on the new connection */
+    assert_int_equal(publish_on(&f->a, "fz", "thawed", 2), 0);
+    run_until(f, never, 300);
+    assert_int_equal(f->a.npub, 2);
+    assert_int_equal(f->a.pub_status[1], 0);
+    assert_int_equal(f->a.nmsgs, 1);
+    assert_string_equal(f->a.msgs[0], "fz|thawed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +473,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_resubscribes_without_help, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_at_start_then_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_trips_canary_and_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_refused_at_once_fails_from_the_loop, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_freeze_without_canary_in_flight_replaces_subscriber,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
