@@ -78,11 +78,27 @@ static int is_json_space(char c)
 }
 
 /* Refuses, before any tree is built, JSON nested deeper than CHAT_ENV_MAX_DEPTH (the top-level
- * object is level 1) or an object with more than CHAT_ENV_MAX_KEYS keys: one pass over the
- * bytes, strings skipped. Malformed JSON is left to the parser. */
-static int check_shape(const char *p, size_t n, chat_env_in_t *out)
+ * object is level 1), an object with more than CHAT_ENV_MAX_KEYS keys, an array with more than
+ * CHAT_ENV_MAX_ITEMS elements or a message with more than CHAT_ENV_MAX_VALUES values: one pass
+ * over the bytes, strings skipped. Malformed JSON is left to the parser. */
+typedef struct shape_limits {
+    unsigned items;  /* elements of one array */
+    unsigned values; /* values of the whole document */
+    const char *items_why, *values_why;
+} shape_limits_t;
+
+/* Client messages and relayed envelopes (no field of ours is an array). */
+static const shape_limits_t client_shape = {CHAT_ENV_MAX_ITEMS, CHAT_ENV_MAX_VALUES,
+                                            "an array with more than 64 elements",
+                                            "a message with more than 1024 values"};
+/* JWT headers and claims: `rooms` may hold CHAT_JWT_MAX_ROOMS entries. */
+static const shape_limits_t jwt_shape = {CHAT_JWT_MAX_ROOMS, 4 * CHAT_JWT_MAX_ROOMS,
+                                         "an array with more than 256 elements",
+                                         "more than 1024 values"};
+
+static int check_shape(const char *p, size_t n, const shape_limits_t *lim, chat_env_in_t *out)
 {
-    unsigned depth = 0, keys[CHAT_ENV_MAX_DEPTH + 1];
+    unsigned depth = 0, items[CHAT_ENV_MAX_DEPTH + 1], values = 0;
     unsigned char is_obj[CHAT_ENV_MAX_DEPTH + 1];
     int in_str = 0;
     for (size_t i = 0; i < n; i++) {
@@ -99,24 +115,123 @@ static int check_shape(const char *p, size_t n, chat_env_in_t *out)
         } else if (c == '{' || c == '[') {
             if (++depth > CHAT_ENV_MAX_DEPTH)
                 return fail(out, CHAT_EBADREQ, "message nested deeper than 16 levels");
-            keys[depth] = 0;
+            items[depth] = 0;
             is_obj[depth] = c == '{';
         } else if ((c == '}' || c == ']') && depth > 0) {
             depth--;
         } else if (c == ':' && depth > 0 && is_obj[depth] &&
-                   ++keys[depth] > CHAT_ENV_MAX_KEYS) {
+                   ++items[depth] > CHAT_ENV_MAX_KEYS) {
             return fail(out, CHAT_EBADREQ, "an object with more than 64 keys");
+        } else if (c == ',' && depth > 0 && !is_obj[depth] &&
+                   ++items[depth] >= lim->items) { /* n commas: n + 1 elements */
+            return fail(out, CHAT_EBADREQ, lim->items_why);
         }
+        /* Every value but the first follows a ',' or is a container: the tree has at most
+         * commas + containers + 1 nodes. */
+        if ((c == ',' || c == '{' || c == '[') && ++values >= lim->values)
+            return fail(out, CHAT_EBADREQ, lim->values_why);
     }
     return 0;
 }
 
+/* peek: a plain string at p[*i] (which is '"'): its bytes in *out, *i past the closing quote.
+ * 0 when it holds an escape (or is cut), which the peek leaves to the parser. */
+static int peek_string(const char *p, size_t n, size_t *i, chat_str_t *out)
+{
+    size_t start = ++*i;
+    while (*i < n && p[*i] != '"' && p[*i] != '\\')
+        ++*i;
+    if (*i >= n || p[*i] != '"')
+        return 0;
+    *out = chat_str(p + start, *i - start);
+    ++*i;
+    return 1;
+}
+
+/* peek: skips one value starting at p[i]; returns the index of the ',' or '}' that ends it at the
+ * top level, or n. */
+static size_t peek_skip_value(const char *p, size_t n, size_t i)
+{
+    unsigned depth = 0;
+    int in_str = 0;
+    for (; i < n; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                return i;
+            depth--;
+        } else if (c == ',' && depth == 0) {
+            return i;
+        }
+    }
+    return n;
+}
+
+chat_env_type_t chat_env_peek(const char *p, size_t n, chat_str_t *cid)
+{
+    chat_env_type_t type = 0;
+    int seen_type = 0, seen_cid = 0;
+    size_t i = 0;
+    *cid = CHAT_STR_NULL;
+    while (i < n && is_json_space(p[i]))
+        i++;
+    if (i >= n || p[i] != '{')
+        return 0;
+    i++;
+    while (i < n && !(seen_type && seen_cid)) { /* one member per turn: "key" : value [,] */
+        chat_str_t key, val;
+        while (i < n && (is_json_space(p[i]) || p[i] == ','))
+            i++;
+        if (i >= n || p[i] != '"' || !peek_string(p, n, &i, &key))
+            break; /* the end of the object, an escaped key, or malformed */
+        while (i < n && is_json_space(p[i]))
+            i++;
+        if (i >= n || p[i] != ':')
+            break;
+        i++;
+        while (i < n && is_json_space(p[i]))
+            i++;
+        int is_type = chat_str_eq(key, CHAT_LIT("type")) && !seen_type;
+        int is_cid = chat_str_eq(key, CHAT_LIT("cid")) && !seen_cid;
+        seen_type |= is_type;
+        seen_cid |= is_cid;
+        if ((is_type || is_cid) && i < n && p[i] == '"') {
+            size_t start = i;
+            if (!peek_string(p, n, &i, &val)) { /* an escaped value: not ours to decode */
+                i = peek_skip_value(p, n, start);
+                continue;
+            }
+            if (is_type)
+                for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++)
+                    if (chat_str_eq(val, chat_cstr(types[t].name)))
+                        type = types[t].type;
+            if (is_cid && val.len <= CHAT_ENV_MAX_CID && memchr(val.p, '\0', val.len) == NULL)
+                *cid = val;
+            continue;
+        }
+        i = peek_skip_value(p, n, i);
+        if (i < n && p[i] == '}')
+            break;
+    }
+    return type;
+}
+
 /* Parses p[0..n) into one JSON object. cJSON accepts trailing bytes after the value, so we
  * check that only whitespace follows. On failure the tree (if any) is freed here. */
-static int parse_object(const char *p, size_t n, chat_env_in_t *out, cJSON **doc)
+static int parse_object(const char *p, size_t n, const shape_limits_t *lim, chat_env_in_t *out,
+                        cJSON **doc)
 {
     const char *end = NULL;
-    if (p != NULL && check_shape(p, n, out) != 0)
+    if (p != NULL && check_shape(p, n, lim, out) != 0)
         return CHAT_EBADREQ;
     cJSON *root = p != NULL && n > 0 ? cJSON_ParseWithLengthOpts(p, n, &end, 0) : NULL;
 
@@ -314,7 +429,7 @@ int chat_env_parse(const char *p, size_t n, chat_env_in_t *out, struct cJSON **d
 
     memset(out, 0, sizeof(*out));
     *doc = NULL;
-    if ((rc = parse_object(p, n, out, doc)) != 0)
+    if ((rc = parse_object(p, n, &client_shape, out, doc)) != 0)
         return rc;
     scan_strings(p, n, &scan);
     if (scan.nul_key)
@@ -659,7 +774,7 @@ static int jwt_parse_object(const char *p, size_t n, cJSON **root, const char **
         *why = "a string holds \\u0000 or a NUL byte";
         return CHAT_EBADREQ;
     }
-    if ((rc = parse_object(p, n, &scratch, root)) != 0) {
+    if ((rc = parse_object(p, n, &jwt_shape, &scratch, root)) != 0) {
         *why = scratch.error;
         return rc;
     }
@@ -1021,7 +1136,7 @@ int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t ro
     /* exactly one object, '{' first and '}' last: builders write no whitespace around it */
     memset(&scratch, 0, sizeof(scratch));
     if (json.len < 2 || json.p[0] != '{' || json.p[json.len - 1] != '}' ||
-        parse_object(json.p, json.len, &scratch, &root) != 0)
+        parse_object(json.p, json.len, &client_shape, &scratch, &root) != 0)
         return relayed_fail(reason, CHAT_WIRE_R_JSON);
     scan_strings(json.p, json.len, &scan);
     if (has_control_byte(json.p, json.len))

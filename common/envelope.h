@@ -18,10 +18,15 @@ struct cJSON;
 
 /* The longest `cid` a client may send; longer is CHAT_EBADREQ. */
 #define CHAT_ENV_MAX_CID 128
-/* Deepest nesting (the top-level object is level 1) and most keys in one object; beyond either,
- * chat_env_parse() answers CHAT_EBADREQ without building a tree. */
-#define CHAT_ENV_MAX_DEPTH 16
-#define CHAT_ENV_MAX_KEYS  64
+/* Deepest nesting (the top-level object is level 1), most keys in one object, most elements in
+ * one array, and most values in the whole message (every key, element and container counts):
+ * beyond any of them chat_env_parse() answers CHAT_EBADREQ without building a tree, so the parse
+ * work of one message is bounded whatever its size (a 64 KiB array of 32,000 numbers costs
+ * milliseconds to build). */
+#define CHAT_ENV_MAX_DEPTH  16
+#define CHAT_ENV_MAX_KEYS   64
+#define CHAT_ENV_MAX_ITEMS  64
+#define CHAT_ENV_MAX_VALUES 1024
 
 typedef enum chat_env_type {
     CHAT_ENV_JOIN = 1,
@@ -64,6 +69,12 @@ typedef struct chat_env_in {
  * CHAT_EUNKNOWN_TYPE, so out->cid can be echoed); the caller frees it with chat_env_free(). */
 int chat_env_parse(const char *p, size_t n, chat_env_in_t *out, struct cJSON **doc);
 void chat_env_free(struct cJSON *doc);
+/* What a client message says it is, without parsing it: the value of the first top-level "type"
+ * member when it is a plain string (no escapes) naming a known type, else 0; and in *cid the
+ * first top-level "cid" when it is a plain string of at most CHAT_ENV_MAX_CID bytes without NUL
+ * (borrowing p), else CHAT_STR_NULL. One pass over the bytes, no allocation: for the rate limit,
+ * which answers before any parse work (chat_env_parse() decides what the message is). */
+chat_env_type_t chat_env_peek(const char *p, size_t n, chat_str_t *cid);
 
 /* Outbound builders: each appends one compact JSON object (no trailing newline) to out.
  * Strings are escaped as JSON requires; a chat_str_t with p == NULL is left out where the

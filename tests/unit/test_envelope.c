@@ -255,6 +255,87 @@ static void test_parse_64_keys_pass_65_refused(void **state)
     free(bad);
 }
 
+/* {"type":"ping","a":[1,1,...]} with n elements */
+static char *with_items(unsigned n)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_append_str(&b, CHAT_LIT("{\"type\":\"ping\",\"a\":["));
+    for (unsigned i = 0; i < n; i++)
+        chat_buf_append(&b, i ? ",1" : "1", i ? 2 : 1);
+    chat_buf_append(&b, "]}", 3); /* with the NUL */
+    return b.p;
+}
+
+static void test_parse_64_items_pass_65_refused(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    char *ok = with_items(64), *bad = with_items(65), *huge = with_items(32000);
+    assert_int_equal(parse(ok, &in, &doc), 0);
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse(bad, &in, &doc), CHAT_EBADREQ);
+    assert_string_equal(in.error, "an array with more than 64 elements");
+    assert_null(doc);
+    assert_int_equal(parse(huge, &in, &doc), CHAT_EBADREQ);
+    assert_null(doc);
+    expect_rc("{\"type\":\"ping\",\"a\":[]}", 0, &in);
+    expect_rc("{\"type\":\"ping\",\"a\":\"[1,2,3]\"}", 0, &in); /* commas in a string */
+    free(ok);
+    free(bad);
+    free(huge);
+}
+
+static void test_parse_values_bounded(void **state)
+{
+    /* 20 arrays of 60 elements: each array is fine, the whole is 1,200+ values */
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    chat_buf_append_str(&b, CHAT_LIT("{\"type\":\"ping\""));
+    for (int k = 0; k < 20; k++) {
+        chat_buf_appendf(&b, ",\"a%d\":[", k);
+        for (int i = 0; i < 60; i++)
+            chat_buf_append(&b, i ? ",1" : "1", i ? 2 : 1);
+        chat_buf_append(&b, "]", 1);
+    }
+    chat_buf_append(&b, "}", 2);
+    assert_int_equal(parse(b.p, &in, &doc), CHAT_EBADREQ);
+    assert_string_equal(in.error, "a message with more than 1024 values");
+    assert_null(doc);
+    chat_buf_free(&b);
+}
+
+static void test_peek(void **state)
+{
+    chat_str_t cid;
+    const char *m = "{\"type\":\"chat\",\"cid\":\"c1\"}";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), CHAT_ENV_CHAT);
+    assert_chat_str(cid, "c1");
+    /* type after a big nested value; cid first */
+    m = " { \"cid\" : \"x\", \"a\": [{\"type\":\"join\"}, \"}\", [1,[2]]], "
+                    "\"type\" : \"typing\" } ";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), CHAT_ENV_TYPING);
+    assert_chat_str(cid, "x");
+    /* only the first "type" counts; nested ones never */
+    m = "{\"a\":{\"type\":\"join\"},\"type\":\"leave\",\"type\":\"join\"}";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), CHAT_ENV_LEAVE);
+    assert_null(cid.p);
+    /* unknown, escaped, non-string types; not an object; cut */
+    const char *zero[] = {"{\"type\":\"nope\"}", "{\"type\":\"ch\\u0061t\"}", "{\"type\":3}",
+                          "[\"type\",\"chat\"]", "{\"type\":\"chat", "", "{\"t\\ype\":\"chat\"}"};
+    for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
+        assert_int_equal(chat_env_peek(zero[i], strlen(zero[i]), &cid), 0);
+    /* a cid too long or escaped is not echoed */
+    char longcid[300];
+    snprintf(longcid, sizeof(longcid), "{\"type\":\"chat\",\"cid\":\"%0200d\"}", 0);
+    assert_int_equal(chat_env_peek(longcid, strlen(longcid), &cid), CHAT_ENV_CHAT);
+    assert_null(cid.p);
+    m = "{\"cid\":\"a\\\"b\",\"type\":\"chat\"}";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), CHAT_ENV_CHAT);
+    assert_null(cid.p);
+}
+
 /* ---- parse: type ------------------------------------------------------------------------- */
 
 static void test_parse_type_missing_is_badreq(void **state)
@@ -1630,6 +1711,9 @@ int main(void)
         cmocka_unit_test(test_parse_refresh),
         cmocka_unit_test(test_parse_depth_16_passes_17_refused),
         cmocka_unit_test(test_parse_64_keys_pass_65_refused),
+        cmocka_unit_test(test_parse_64_items_pass_65_refused),
+        cmocka_unit_test(test_parse_values_bounded),
+        cmocka_unit_test(test_peek),
         cmocka_unit_test(test_parse_type_missing_is_badreq),
         cmocka_unit_test(test_parse_empty_object_is_badreq),
         cmocka_unit_test(test_parse_type_number_is_badreq),
