@@ -465,20 +465,35 @@ static void test_close_handle_reset_sends_rst(void **state)
     finish(f);
 }
 
-/* close_handle with reset when everything was written: an orderly close (the peer reads EOF). */
-static void test_close_handle_reset_without_unsent_bytes_is_orderly(void **state)
+static void close_after_all_written(fixture_t *f, int reset)
 {
-    fixture_t *f = open_pair(0, 1);
     chat_rcbuf_t *fr = chat_rcbuf_new("all written", 11);
     gw_conn_send(&f->conn, fr);
     chat_rcbuf_release(fr);
     gw_conn_flush_all(&f->flush_list);
     assert_true(test_loop_run_until(&f->tl, write_idle, f, 2000));
     wait_client_bytes(f, 11);
-    gw_conn_close_handle(&f->conn, on_conn_closed, 1);
+    gw_conn_close_handle(&f->conn, on_conn_closed, reset);
     assert_true(test_loop_run_until(&f->tl, test_client_read_ended, &f->client, 2000));
-    assert_int_equal(f->client.read_err, UV_EOF);
     assert_memory_equal(f->client.in.p, "all written", 11);
+}
+
+/* close_handle without reset: an orderly close (the peer reads EOF). */
+static void test_close_handle_without_reset_is_orderly(void **state)
+{
+    fixture_t *f = open_pair(0, 1);
+    close_after_all_written(f, 0);
+    assert_int_equal(f->client.read_err, UV_EOF);
+    finish(f);
+}
+
+/* close_handle with reset resets even when our queue is empty: bytes may still sit in the
+ * kernel behind a shut receive window, and the linger must not leave them alive. */
+static void test_close_handle_reset_resets_when_all_written(void **state)
+{
+    fixture_t *f = open_pair(0, 1);
+    close_after_all_written(f, 1);
+    assert_int_equal(f->client.read_err, UV_ECONNRESET);
     finish(f);
 }
 
@@ -496,7 +511,8 @@ int main(void)
         cmocka_unit_test(test_peer_eof_calls_on_end_once),
         cmocka_unit_test(test_pause_above_stops_reading),
         cmocka_unit_test(test_close_handle_reset_sends_rst),
-        cmocka_unit_test(test_close_handle_reset_without_unsent_bytes_is_orderly),
+        cmocka_unit_test(test_close_handle_without_reset_is_orderly),
+        cmocka_unit_test(test_close_handle_reset_resets_when_all_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
