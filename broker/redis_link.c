@@ -17,6 +17,7 @@
 #include "err.h"
 #include "list.h"
 #include "log.h"
+#include "rng.h"
 
 #define LINK_READ_BYTES 16384
 
@@ -60,6 +61,7 @@ struct redis_link {
     redisReader *reader;
     chat_list_t pending; /* pending_cmd_t, in the order the commands were written */
     unsigned attempt;    /* consecutive failures, for the backoff */
+    chat_rng_t rng;      /* the backoff's jitter */
     int handshake_left;
     const char *fail_soon; /* static reason of a failure deferred to the timer, or NULL */
     int pending_closes;    /* after redis_link_close(): handles still closing */
@@ -116,8 +118,9 @@ static uint64_t backoff_ms(redis_link_t *l)
         d *= 2;
     if (d > l->cfg.backoff_max_ms)
         d = l->cfg.backoff_max_ms;
-    /* jitter: uniformly in [d/2, d], so a fleet of nodes does not reconnect in lockstep */
-    return d / 2 + (uint64_t)rand() % (d / 2 + 1);
+    /* jitter: uniformly in [d/2, d], from this link's own generator (seeded per process, node
+     * and link), so a fleet of nodes does not reconnect in lockstep */
+    return d / 2 + chat_rng_below(&l->rng, d / 2 + 1);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -158,15 +161,16 @@ static void fail(redis_link_t *l, const char *why)
     l->fail_soon = NULL;
     if (was == L_CLOSED || was == L_BACKOFF)
         return;
-    CHAT_LOG(CHAT_LOG_WARN, "redis link failed", CHAT_KV_C("link", l->name ? l->name : "redis"),
-             CHAT_KV_C("reason", why));
     l->state = L_BACKOFF;
     if (l->gai_pending)
         uv_cancel((uv_req_t *)&l->gai);
     close_stream(l);
     drop_pending(l, 1);
     l->attempt++;
-    uv_timer_start(&l->timer, on_timer, backoff_ms(l), 0);
+    uint64_t retry = backoff_ms(l);
+    CHAT_LOG(CHAT_LOG_WARN, "redis link failed", CHAT_KV_C("link", l->name ? l->name : "redis"),
+             CHAT_KV_C("reason", why), CHAT_KV_N("retry_ms", retry));
+    uv_timer_start(&l->timer, on_timer, retry, 0);
     if (was == L_READY && l->h.on_down)
         l->h.on_down(l->h.ctx, why);
 }
@@ -437,6 +441,7 @@ int redis_link_open(uv_loop_t *loop, const redis_link_config_t *cfg, const redis
     if (cfg->name)
         l->name = chat_xstrndup(cfg->name, strlen(cfg->name));
     l->cfg.name = l->name;
+    chat_rng_seed(&l->rng, l->name, l->name ? strlen(l->name) : 0);
     if (l->cfg.backoff_min_ms < 2)
         l->cfg.backoff_min_ms = 2;
     if (l->cfg.backoff_max_ms < l->cfg.backoff_min_ms)

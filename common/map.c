@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "rng.h"
 
 struct chat_map_entry {
     chat_map_entry_t *next;
@@ -30,8 +31,12 @@ static uint64_t hash_bytes(const chat_map_t *m, chat_str_t k)
 
 void chat_map_init(chat_map_t *m)
 {
+    chat_rng_t r;
     memset(m, 0, sizeof(*m));
-    m->seed = ((unsigned long long)(uintptr_t)m * 0x9e3779b97f4a7c15ULL) ^ (unsigned long long)rand();
+    /* a seed of its own per map: room names come from clients, so the bucket of a name must not
+     * be predictable (hash flooding) */
+    chat_rng_seed(&r, &m, sizeof(m));
+    m->seed = chat_rng_next(&r);
 }
 
 void chat_map_dispose(chat_map_t *m)

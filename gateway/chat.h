@@ -18,6 +18,7 @@
 #include "list.h"
 #include "map.h"
 #include "names.h"
+#include "rng.h"
 #include "toprooms.h"
 #include "wire.h"
 
@@ -52,6 +53,7 @@ typedef struct gw_chat {
     gw_server_t *srv;
     chat_map_t rooms; /* name -> gw_room_t (rooms with local members) */
     uint64_t next_msg_seq;
+    chat_rng_t rng; /* log sampling */
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json; /* scratch of dispatch.c: one envelope at a time, passed on as an argument */
     chat_buf_t wire; /* scratch of relay.c: one publication at a time */

@@ -145,7 +145,7 @@ static void log_sampled(gw_session_t *s, chat_str_t room, const chat_env_in_t *i
 {
     const gw_config_t *cfg = s->srv->cfg;
     if (cfg->log_sample_messages <= 0.0 || !chat_log_enabled(CHAT_LOG_INFO) ||
-        (double)rand() / RAND_MAX >= cfg->log_sample_messages ||
+        chat_rng_unit(&gw__chat(s->srv)->rng) >= cfg->log_sample_messages ||
         !gw__chat_stats_log_allowed(gw__chat(s->srv)))
         return;
     CHAT_LOG(CHAT_LOG_INFO, "chat message", CHAT_KV_C("conn", s->conn_name),
@@ -379,6 +379,7 @@ static int on_start(gw_server_t *srv)
     gw_chat_t *chat = chat_xcalloc(1, sizeof(*chat));
     chat->srv = srv;
     chat_map_init(&chat->rooms);
+    chat_rng_seed(&chat->rng, srv->node.p, srv->node.len);
     base36((uint64_t)chat_wall_ms(), chat->boot36, sizeof(chat->boot36));
     srv->app_state = chat;
     return gw__chat_stats_init(chat);
