@@ -24,8 +24,10 @@ typedef struct broker_handlers {
     /* A message for a subscribed topic. topic and data are borrowed: valid during the call. */
     void (*on_message)(void *ctx, chat_str_t topic, chat_str_t data);
     /* The outcome of broker_publish(..., tag) for tag != 0: status 0 when the broker accepted
-     * the message, CHAT_EBROKER when it could not. */
-    void (*on_published)(void *ctx, uint64_t tag, int status);
+     * the message, CHAT_EBROKER when it could not. receivers: how many nodes it reached (Redis:
+     * the PUBLISH reply, subscriber connections; memory: 1 when the topic is subscribed, else 0;
+     * 0 on failure), which lets a node learn that nobody else is in a room. */
+    void (*on_published)(void *ctx, uint64_t tag, int status, uint64_t receivers);
     /* The link to the backing service went down (up == 0) or came back (up == 1). Optional. */
     void (*on_link)(void *ctx, int up);
     void *ctx;

@@ -43,7 +43,8 @@ static void drain(uv_idle_t *idle)
         chat_list_unlink(&msg->link);
         chat_str_t topic = chat_str(msg->bytes, msg->topic_len);
         if (msg->tag != 0)
-            m->base.h.on_published(m->base.h.ctx, msg->tag, 0);
+            m->base.h.on_published(m->base.h.ctx, msg->tag, 0,
+                                   chat_map_get(&m->topics, topic) != NULL ? 1 : 0);
         if (!m->closing && chat_map_get(&m->topics, topic) != NULL && ++m->base.stats.received)
             m->base.h.on_message(m->base.h.ctx, topic,
                                  chat_str(msg->bytes + msg->topic_len, msg->data_len));

@@ -155,7 +155,8 @@ static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
         b->base.stats.publish_errors++;
         b->base.stats.published--; /* counted when it was sent */
     }
-    b->base.h.on_published(b->base.h.ctx, tag, ok ? 0 : CHAT_EBROKER);
+    b->base.h.on_published(b->base.h.ctx, tag, ok ? 0 : CHAT_EBROKER,
+                           ok && r->integer > 0 ? (uint64_t)r->integer : 0);
 }
 
 static void on_sub_ready(void *ctx)

@@ -27,12 +27,26 @@
 
 extern const gw_app_t gw_chat_app;
 
+/* A room of this node. It lives while it has local members, and --room-linger after the last
+ * one left (still subscribed: a member that reconnects finds it, and churn costs no Redis
+ * command); then it is unsubscribed and freed. */
 typedef struct gw_room {
     chat_list_t members; /* gw_member_t.room_link */
     size_t nmembers;
+    uint64_t id;             /* unique on this node: the tag of its notices' publications */
+    uint64_t empty_since;    /* uv_now() when the last local member left; 0 while it has some */
+    chat_list_t linger_link; /* chat->lingering while it has no member (oldest first) */
+    int alone;               /* the last notice reached this node only, and nothing from another
+                              * node arrived since: nobody else is in the room */
+    uint64_t remote_seq;     /* messages from other nodes so far */
+    uint64_t probe_seq;      /* remote_seq when the last notice was published */
     size_t name_len;
     char name[CHAT_ROOM_NAME_MAX + 1];
 } gw_room_t;
+
+/* Publication tags: a session's id (a chat, answered with an ack), or a room's id with this bit
+ * (a join/leave notice, whose receiver count teaches the room whether it is alone). */
+#define GW_TAG_ROOM ((uint64_t)1 << 63)
 
 /* One session's membership of one room: linked into both. Owned by the session's chat data. */
 typedef struct gw_member {
@@ -51,9 +65,14 @@ typedef struct gw_chat_session {
 /* The chat's state of one node (gw_server_t.app_state). */
 typedef struct gw_chat {
     gw_server_t *srv;
-    chat_map_t rooms; /* name -> gw_room_t (rooms with local members) */
+    chat_map_t rooms;    /* name -> gw_room_t (with local members, or lingering) */
+    chat_map_t room_ids; /* 8-byte id -> gw_room_t */
+    uint64_t next_room_id;
+    size_t active_rooms;   /* rooms with local members (chat_rooms) */
+    chat_list_t lingering; /* gw_room_t.linger_link, in the order they emptied */
+    uv_timer_t tick;       /* once a second: lingering rooms, top-rooms decay */
     uint64_t next_msg_seq;
-    chat_rng_t rng; /* log sampling */
+    chat_rng_t rng;  /* log sampling */
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json; /* scratch of dispatch.c: one envelope at a time, passed on as an argument */
     chat_buf_t wire; /* scratch of relay.c: one publication at a time */
@@ -63,7 +82,7 @@ typedef struct gw_chat {
     uint64_t rejected[CHAT_WIRE_NREASONS];   /* broker messages refused, by chat_wire_reason_t */
     uint64_t rejected_unlogged;              /* refused since the last log record of one */
     gw_toprooms_t top;                       /* chat_room_messages_total */
-    uv_timer_t top_sweep;
+    uint64_t top_decayed_ms;                 /* uv_now() of the last decay */
     uint64_t latency_buckets[GW_LATENCY_BUCKETS + 1]; /* the last one: +Inf */
     uint64_t latency_count;
     double latency_sum_s;
@@ -102,8 +121,12 @@ gw_member_t *gw__room_membership(gw_session_t *s, chat_str_t name);
 /* Adds s to `name`, creating the room and subscribing the broker on the first local member.
  * Returns 0, or a broker error (nothing changed). */
 int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out);
-/* Removes the membership (frees m); unsubscribes and frees the room after its last member. */
+/* Removes the membership (frees m); after the last member the room lingers (see gw_room_t). */
 void gw__room_leave(gw_member_t *m);
+/* Unsubscribes and frees the rooms that lingered --room-linger (all of them when force). */
+void gw__room_sweep(gw_chat_t *chat, uint64_t now, int force);
+/* The room with this id, or NULL. */
+gw_room_t *gw__room_by_id(gw_chat_t *chat, uint64_t id);
 /* The room `name` of this node, or NULL when it has no local member. */
 gw_room_t *gw__room_find(gw_chat_t *chat, chat_str_t name);
 /* Queues frame to every member of room but the session with id `skip` (0: none). Sends only
@@ -120,7 +143,7 @@ int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
 /* A broker message: validated (what a node would have published itself, else dropped and
  * counted), then delivered to the local members of its room. */
 void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data);
-void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status);
+void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status, uint64_t receivers);
 
 /* ---- pubs.c ---- */
 /* After a chat publish that succeeded: remembers what to answer when the broker completes it
@@ -132,9 +155,10 @@ void gw__pubs_on_published(gw_session_t *s, int status);
 void gw__pubs_drop(gw_session_t *s);
 
 /* ---- chat_stats.c ---- */
-int gw__chat_stats_init(gw_chat_t *chat);
-/* Closes the sweep timer; chat itself is freed in its close callback. */
-void gw__chat_stats_close(gw_chat_t *chat);
+void gw__chat_stats_init(gw_chat_t *chat);
+void gw__chat_stats_dispose(gw_chat_t *chat);
+/* Once a second (the chat's tick): decays the top-rooms scores every TOP_SWEEP_MS. */
+void gw__chat_stats_tick(gw_chat_t *chat, uint64_t now);
 /* A chat message published from this node to room (chat_room_messages_total). */
 void gw__chat_stats_room_message(gw_chat_t *chat, chat_str_t room);
 /* From a message's publish time (origin node) to its hand-off to local sockets. */

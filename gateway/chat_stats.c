@@ -16,36 +16,24 @@
 static const double latency_le[GW_LATENCY_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
-/* The decay of the top-rooms scores: a half-life of one sweep period (toprooms.h). */
-static void on_top_sweep(uv_timer_t *t)
+void gw__chat_stats_init(gw_chat_t *chat)
 {
-    gw_chat_t *chat = chat_container_of(t, gw_chat_t, top_sweep);
-    gw_toprooms_decay(&chat->top);
+    gw_toprooms_init(&chat->top, (size_t)chat->srv->cfg->metrics_top_rooms);
+    chat->top_decayed_ms = uv_now(chat->srv->loop);
 }
 
-int gw__chat_stats_init(gw_chat_t *chat)
-{
-    gw_server_t *srv = chat->srv;
-    gw_toprooms_init(&chat->top, (size_t)srv->cfg->metrics_top_rooms);
-    uv_timer_init(srv->loop, &chat->top_sweep);
-    uv_timer_start(&chat->top_sweep, on_top_sweep, TOP_SWEEP_MS, TOP_SWEEP_MS);
-    uv_unref((uv_handle_t *)&chat->top_sweep);
-    return 0;
-}
-
-static void on_sweep_closed(uv_handle_t *h)
-{
-    gw_chat_t *chat = chat_container_of((uv_timer_t *)h, gw_chat_t, top_sweep);
-    gw_server_t *srv = chat->srv;
-    free(chat);
-    gw__server_release(srv);
-}
-
-void gw__chat_stats_close(gw_chat_t *chat)
+void gw__chat_stats_dispose(gw_chat_t *chat)
 {
     gw_toprooms_dispose(&chat->top);
-    gw__server_hold(chat->srv);
-    uv_close((uv_handle_t *)&chat->top_sweep, on_sweep_closed);
+}
+
+/* The decay of the top-rooms scores: a half-life of one sweep period (toprooms.h). */
+void gw__chat_stats_tick(gw_chat_t *chat, uint64_t now)
+{
+    if (now - chat->top_decayed_ms < TOP_SWEEP_MS)
+        return;
+    chat->top_decayed_ms = now;
+    gw_toprooms_decay(&chat->top);
 }
 
 void gw__chat_stats_room_message(gw_chat_t *chat, chat_str_t room)
@@ -85,7 +73,11 @@ static void render_messages(gw_chat_t *chat, chat_buf_t *b)
     static const char *const out_types[] = {"chat", "typing", "system"};
     char l[64];
     gw__metrics_family(b, "chat_rooms", "gauge", "Rooms with local members on this node.");
-    gw__metrics_sample(b, "chat_rooms", NULL, chat_map_count(&chat->rooms));
+    gw__metrics_sample(b, "chat_rooms", NULL, chat->active_rooms);
+    gw__metrics_family(b, "chat_rooms_lingering", "gauge",
+                       "Rooms without local members kept subscribed for --room-linger.");
+    gw__metrics_sample(b, "chat_rooms_lingering", NULL,
+                       chat_map_count(&chat->rooms) - chat->active_rooms);
     gw__metrics_family(b, "chat_messages_received_total", "counter",
                        "Messages from clients, by type.");
     for (size_t i = 0; i < sizeof(in_types) / sizeof(in_types[0]); i++) {

@@ -61,6 +61,9 @@ static const opt_t options[] = {
      FIELD(max_text_bytes), 1, 1048576},
     {"room-events", OPT_BOOL, "true", "BOOL",
      "send system join/leave notices to the other members of a room", FIELD(room_events), 0, 0},
+    {"room-linger", OPT_DURATION, "15s", "DURATION",
+     "keep a room subscribed this long after its last local member left (reconnects find it)",
+     FIELD(room_linger_ms), 0, 3600000},
     {"max-message-bytes", OPT_UINT, "65536", "N",
      "largest WebSocket message (fragments included); larger closes with 1009",
      FIELD(max_message_bytes), 125, 268435456},
@@ -95,6 +98,12 @@ static const opt_t options[] = {
      FIELD(user_rate_limit), 0, 1000000},
     {"user-rate-burst", OPT_UINT, "100", "N", "burst of the per-user message bucket",
      FIELD(user_rate_burst), 1, 1000000},
+    {"connect-rate-per-ip", OPT_UINT, "20", "N",
+     "new WebSocket connections per second from one client address (the X-Forwarded-For client "
+     "behind --trusted-proxies); 429 beyond; 0: off",
+     FIELD(connect_rate_per_ip), 0, 1000000},
+    {"connect-burst-per-ip", OPT_UINT, "200", "N", "burst of the per-address connection bucket",
+     FIELD(connect_burst_per_ip), 1, 1000000},
     {"send-queue-bytes", OPT_UINT, "1048576", "N",
      "bytes waiting to be written to one connection; a chat beyond closes it (4002), typing and "
      "system messages beyond are dropped",

@@ -18,6 +18,7 @@ typedef struct gw_config {
     uint64_t max_rooms_per_conn;
     uint64_t max_text_bytes;
     int room_events;            /* send system join/leave notices */
+    uint64_t room_linger_ms;    /* a room stays subscribed this long after its last member */
     /* connection safety (docs/limits.md) */
     uint64_t max_message_bytes;  /* largest WebSocket message accepted (1009 beyond) */
     uint64_t max_header_bytes;   /* largest HTTP request head (431 beyond) */
@@ -29,6 +30,7 @@ typedef struct gw_config {
     uint64_t idle_timeout_ms;    /* 0 = off */
     uint64_t rate_limit, rate_burst;           /* per connection; 0 = off */
     uint64_t user_rate_limit, user_rate_burst; /* per user on this node; 0 = off */
+    uint64_t connect_rate_per_ip, connect_burst_per_ip; /* new connections per address; 0 = off */
     uint64_t send_queue_bytes;
     uint64_t write_timeout_ms;
     /* identity (docs/auth.md) */

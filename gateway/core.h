@@ -23,6 +23,7 @@
 #include "config.h"
 #include "conn.h"
 #include "http_upgrade.h"
+#include "iplimit.h"
 #include "list.h"
 #include "map.h"
 #include "ops.h"
@@ -120,7 +121,7 @@ typedef struct gw_app {
     void (*on_token_expiring)(gw_session_t *s, int64_t ms_left);
     /* Broker traffic (broker.h's handlers, forwarded). */
     void (*on_broker_message)(gw_server_t *srv, chat_str_t topic, chat_str_t data);
-    void (*on_published)(gw_server_t *srv, uint64_t tag, int status);
+    void (*on_published)(gw_server_t *srv, uint64_t tag, int status, uint64_t receivers);
     /* Appends the app's metric families to /metrics (gw__metrics_family/_sample). */
     void (*render_metrics)(gw_server_t *srv, chat_buf_t *out);
 } gw_app_t;
@@ -190,6 +191,8 @@ struct gw_server {
     chat_list_t all_sessions; /* every session not yet torn down (forced stop) */
     size_t nsessions;
     chat_map_t users; /* user id -> gw_user_t (users with open connections) */
+    gw_iplimit_t iplimit;  /* new connections per client address */
+    uv_timer_t ip_sweep;   /* drops the buckets of addresses that stopped connecting */
     size_t nopen;     /* sessions in GW_S_OPEN */
     gw_stats_t stats;
     broker_t *broker;

@@ -14,6 +14,8 @@
 #include "err.h"
 #include "log.h"
 
+#define CHAT_TICK_MS 1000
+
 /* The scratch buffer for one envelope, emptied. */
 static chat_buf_t *scratch(gw_session_t *s)
 {
@@ -31,14 +33,23 @@ void gw__dispatch_error(gw_session_t *s, const char *code, const char *message, 
 }
 
 /* Publishes a system join/leave notice for room (the actor does not get it). */
-static void notice(gw_session_t *s, chat_str_t room, const char *event)
+/* Publishes a system join/leave notice for room (the actor does not get it), unless nobody else
+ * is in the room: no other local member, and the room's last notice reached this node only with
+ * nothing from another node since (gw_room_t.alone). The notice's receiver count keeps that
+ * knowledge up to date (tag GW_TAG_ROOM | id). So a client that loops connect, join, close costs
+ * no Redis command for rooms nobody else is in (with --room-linger, not even SUBSCRIBE). */
+static void notice(gw_session_t *s, gw_room_t *room, const char *event)
 {
     gw_server_t *srv = s->srv;
-    if (!srv->cfg->room_events)
+    size_t others = room->nmembers - 1; /* s is still a member */
+    if (!srv->cfg->room_events || (others == 0 && room->alone))
         return;
+    chat_str_t name = chat_str(room->name, room->name_len);
     chat_buf_t *b = scratch(s);
-    chat_env_build_system(b, room, event, gw__session_user(s), gw__session_name(s), chat_wall_ms());
-    gw__relay_publish(gw__chat(srv), room, CHAT_WIRE_SYSTEM, s, 1, 0, chat_buf_str(b));
+    chat_env_build_system(b, name, event, gw__session_user(s), gw__session_name(s), chat_wall_ms());
+    room->probe_seq = room->remote_seq;
+    gw__relay_publish(gw__chat(srv), name, CHAT_WIRE_SYSTEM, s, 1, GW_TAG_ROOM | room->id,
+                      chat_buf_str(b));
 }
 
 /* The canonical room a client named (see gw__room_resolve); replies with an error and returns 0
@@ -75,7 +86,7 @@ void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid)
             gw__dispatch_error(s, "unavailable", "the room cannot be joined now", cid, room);
             return;
         }
-        notice(s, room, "join");
+        notice(s, m->room, "join");
     }
     chat_buf_t *b = scratch(s);
     chat_env_build_joined(b, room);
@@ -93,8 +104,8 @@ static void leave(gw_session_t *s, chat_str_t name, chat_str_t cid)
         gw__dispatch_error(s, "not_joined", "not a member of this room", cid, room);
         return;
     }
+    notice(s, m->room, "leave");
     gw__room_leave(m);
-    notice(s, room, "leave");
     chat_buf_t *b = scratch(s);
     chat_env_build_left(b, room);
     gw__session_send_json(s, chat_buf_str(b));
@@ -105,11 +116,8 @@ void gw__dispatch_leave_all(gw_session_t *s)
     gw_chat_session_t *cs = gw__chat_session(s);
     while (!chat_list_is_empty(&cs->rooms)) {
         gw_member_t *m = chat_container_of(cs->rooms.next, gw_member_t, session_link);
-        char name[CHAT_ROOM_NAME_MAX];
-        chat_str_t room = chat_str(name, m->room->name_len);
-        memcpy(name, m->room->name, room.len);
+        notice(s, m->room, "leave");
         gw__room_leave(m);
-        notice(s, room, "leave");
     }
 }
 
@@ -374,26 +382,52 @@ static void base36(uint64_t v, char *out, size_t cap)
     out[i] = '\0';
 }
 
+static void on_tick(uv_timer_t *t)
+{
+    gw_chat_t *chat = chat_container_of(t, gw_chat_t, tick);
+    uint64_t now = uv_now(chat->srv->loop);
+    gw__room_sweep(chat, now, 0);
+    gw__chat_stats_tick(chat, now);
+}
+
 static int on_start(gw_server_t *srv)
 {
     gw_chat_t *chat = chat_xcalloc(1, sizeof(*chat));
     chat->srv = srv;
     chat_map_init(&chat->rooms);
+    chat_map_init(&chat->room_ids);
+    chat_list_init(&chat->lingering);
     chat_rng_seed(&chat->rng, srv->node.p, srv->node.len);
     base36((uint64_t)chat_wall_ms(), chat->boot36, sizeof(chat->boot36));
     srv->app_state = chat;
-    return gw__chat_stats_init(chat);
+    gw__chat_stats_init(chat);
+    uv_timer_init(srv->loop, &chat->tick);
+    uv_timer_start(&chat->tick, on_tick, CHAT_TICK_MS, CHAT_TICK_MS);
+    uv_unref((uv_handle_t *)&chat->tick);
+    return 0;
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+    gw_chat_t *chat = chat_container_of((uv_timer_t *)h, gw_chat_t, tick);
+    gw_server_t *srv = chat->srv;
+    free(chat);
+    gw__server_release(srv);
 }
 
 /* Every session is gone, so every room is. */
 static void on_stop(gw_server_t *srv)
 {
     gw_chat_t *chat = gw__chat(srv);
+    gw__room_sweep(chat, uv_now(srv->loop), 1); /* the lingering ones */
     chat_map_dispose(&chat->rooms);
+    chat_map_dispose(&chat->room_ids);
     chat_buf_free(&chat->json);
     chat_buf_free(&chat->wire);
+    gw__chat_stats_dispose(chat);
     srv->app_state = NULL;
-    gw__chat_stats_close(chat); /* frees chat once its timer has closed */
+    gw__server_hold(srv);
+    uv_close((uv_handle_t *)&chat->tick, on_tick_closed); /* frees chat */
 }
 
 const gw_app_t gw_chat_app = {

@@ -493,6 +493,8 @@ static const char *reason_phrase(int status)
         return "Upgrade Required";
     case 431:
         return "Request Header Fields Too Large";
+    case 429:
+        return "Too Many Requests";
     case 503:
         return "Service Unavailable";
     default:
@@ -516,6 +518,7 @@ void gw_http_build_refusal(chat_buf_t *out, int status, const char *error, const
                      status == 426   ? "Sec-WebSocket-Version: " WS_VERSION "\r\n"
                      : status == 405 ? "Allow: GET\r\n"
                      : status == 503 ? "Retry-After: " GW_HTTP_RETRY_AFTER_S "\r\n"
+                     : status == 429 ? "Retry-After: 1\r\n"
                                      : "");
     chat_buf_append(out, body.p, body.len);
     chat_buf_free(&body);

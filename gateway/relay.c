@@ -65,7 +65,12 @@ void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data)
         return;
     }
     gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
-    uint64_t skip = h.exclude_origin && chat_str_eq(h.origin_node, srv->node) ? h.origin_conn : 0;
+    int ours = chat_str_eq(h.origin_node, srv->node);
+    uint64_t skip = h.exclude_origin && ours ? h.origin_conn : 0;
+    if (!ours) { /* somebody else is in the room */
+        room->alone = 0;
+        room->remote_seq++;
+    }
     gw__chat_stats_latency(chat, h.publish_ms);
     size_t kind_ix = h.kind == CHAT_WIRE_CHAT ? 0 : h.kind == CHAT_WIRE_TYPING ? 1 : 2;
     chat_rcbuf_t *frame = gw_ws_encode(0, json.p, json.len); /* once for every member */
@@ -73,8 +78,16 @@ void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data)
     chat_rcbuf_release(frame);
 }
 
-void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status)
+void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status, uint64_t receivers)
 {
+    if (tag & GW_TAG_ROOM) { /* a join/leave notice: what it says of its room */
+        gw_room_t *room = gw__room_by_id(gw__chat(srv), tag & ~GW_TAG_ROOM);
+        /* alone when it reached this node only, unless another node spoke meanwhile (its
+         * message and this reply come on different connections: no order between them) */
+        if (room != NULL && status == 0)
+            room->alone = receivers <= 1 && room->remote_seq == room->probe_seq;
+        return;
+    }
     gw_session_t *s = gw__session_find(srv, tag);
     if (s != NULL)
         gw__pubs_on_published(s, status);

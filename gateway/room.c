@@ -79,6 +79,16 @@ gw_room_t *gw__room_find(gw_chat_t *chat, chat_str_t name)
     return chat_map_get(&chat->rooms, name);
 }
 
+static chat_str_t id_key(const uint64_t *id)
+{
+    return chat_str((const char *)id, sizeof(*id));
+}
+
+gw_room_t *gw__room_by_id(gw_chat_t *chat, uint64_t id)
+{
+    return chat_map_get(&chat->room_ids, id_key(&id));
+}
+
 int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
 {
     gw_server_t *srv = s->srv;
@@ -93,7 +103,16 @@ int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
         chat_list_init(&room->members);
         memcpy(room->name, name.p, name.len);
         room->name_len = name.len;
+        room->id = ++chat->next_room_id;
+        chat_list_init(&room->linger_link);
         chat_map_put(&chat->rooms, name, room);
+        chat_map_put(&chat->room_ids, id_key(&room->id), room);
+    }
+    if (room->nmembers == 0) { /* new, or back from lingering */
+        room->empty_since = 0;
+        if (chat_list_is_linked(&room->linger_link))
+            chat_list_unlink(&room->linger_link);
+        chat->active_rooms++;
     }
     gw_member_t *m = chat_xcalloc(1, sizeof(*m));
     m->room = room;
@@ -106,6 +125,18 @@ int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
     return 0;
 }
 
+static void room_free(gw_chat_t *chat, gw_room_t *room, int unsubscribe)
+{
+    chat_str_t name = chat_str(room->name, room->name_len);
+    if (unsubscribe)
+        broker_unsubscribe(chat->srv->broker, name);
+    if (chat_list_is_linked(&room->linger_link))
+        chat_list_unlink(&room->linger_link);
+    chat_map_del(&chat->room_ids, id_key(&room->id));
+    chat_map_del(&chat->rooms, name);
+    free(room);
+}
+
 void gw__room_leave(gw_member_t *m)
 {
     gw_room_t *room = m->room;
@@ -116,11 +147,25 @@ void gw__room_leave(gw_member_t *m)
     gw__chat_session(m->session)->nrooms--;
     room->nmembers--;
     free(m);
-    if (room->nmembers == 0) {
-        chat_str_t name = chat_str(room->name, room->name_len);
-        broker_unsubscribe(srv->broker, name);
-        chat_map_del(&chat->rooms, name);
-        free(room);
+    if (room->nmembers > 0)
+        return;
+    chat->active_rooms--;
+    if (srv->cfg->room_linger_ms == 0) {
+        room_free(chat, room, 1);
+        return;
+    }
+    room->empty_since = uv_now(srv->loop);
+    chat_list_insert_tail(&chat->lingering, &room->linger_link);
+}
+
+void gw__room_sweep(gw_chat_t *chat, uint64_t now, int force)
+{
+    uint64_t linger = chat->srv->cfg->room_linger_ms;
+    while (!chat_list_is_empty(&chat->lingering)) {
+        gw_room_t *room = chat_container_of(chat->lingering.next, gw_room_t, linger_link);
+        if (!force && now - room->empty_since < linger)
+            break;                     /* the others emptied later */
+        room_free(chat, room, !force); /* forced: the broker is closing anyway */
     }
 }
 

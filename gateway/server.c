@@ -28,6 +28,14 @@ static void on_flush(uv_prepare_t *p)
     }
 }
 
+#define IP_SWEEP_MS 10000
+
+static void on_ip_sweep(uv_timer_t *t)
+{
+    gw_server_t *srv = t->data;
+    gw_iplimit_sweep(&srv->iplimit, uv_now(srv->loop));
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     gw_server_t *srv = l->data;
@@ -45,11 +53,11 @@ static void on_broker_message(void *ctx, chat_str_t topic, chat_str_t data)
         srv->app->on_broker_message(srv, topic, data);
 }
 
-static void on_broker_published(void *ctx, uint64_t tag, int status)
+static void on_broker_published(void *ctx, uint64_t tag, int status, uint64_t receivers)
 {
     gw_server_t *srv = ctx;
     if (srv->app->on_published)
-        srv->app->on_published(srv, tag, status);
+        srv->app->on_published(srv, tag, status, receivers);
 }
 
 static void on_broker_link(void *ctx, int up)
@@ -88,6 +96,7 @@ static void free_server(gw_server_t *srv)
     void *ctx = srv->on_stopped_ctx;
     chat_map_dispose(&srv->sessions);
     chat_map_dispose(&srv->users);
+    gw_iplimit_dispose(&srv->iplimit);
     gw_auth_free(srv->auth);
     free(srv->readbuf.base);
     free(srv);
@@ -129,6 +138,7 @@ static void finish_stop(gw_server_t *srv)
         srv->broker = NULL;
     }
     gw__server_close_handle(srv, (uv_handle_t *)&srv->flusher);
+    gw__server_close_handle(srv, (uv_handle_t *)&srv->ip_sweep);
 }
 
 void gw__server_session_gone(gw_server_t *srv)
@@ -182,6 +192,12 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg, 
         free(srv);
         return rc;
     }
+    gw_iplimit_init(&srv->iplimit,
+                    (gw_rate_t){cfg->connect_rate_per_ip, cfg->connect_burst_per_ip});
+    uv_timer_init(loop, &srv->ip_sweep);
+    srv->ip_sweep.data = srv;
+    uv_timer_start(&srv->ip_sweep, on_ip_sweep, IP_SWEEP_MS, IP_SWEEP_MS);
+    uv_unref((uv_handle_t *)&srv->ip_sweep);
     uv_prepare_init(loop, &srv->flusher);
     srv->flusher.data = srv;
     uv_prepare_start(&srv->flusher, on_flush);

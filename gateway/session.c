@@ -415,7 +415,6 @@ static void open_websocket(gw_session_t *s, const gw_upgrade_t *u)
     gw__safety_user_acquire(s);
     gw__safety_start(s);
     gw__session_rearm(s);
-    resolve_remote(s);
     s->opened_ms = uv_now(srv->loop);
     srv->stats.connections_opened++;
     CHAT_LOG(CHAT_LOG_INFO, "connection opened", CHAT_KV_C("conn", s->conn_name),
@@ -507,6 +506,14 @@ static void handshake_input(gw_session_t *s, const char *p, size_t n)
     }
     if (s->srv->draining || s->srv->stopping) {
         refuse(s, 503, "unavailable", "the server is shutting down");
+        return;
+    }
+    /* new connections per client address, before any costly check (a token's signature) */
+    uint64_t wait_ms = 0;
+    resolve_remote(s);
+    if (!gw_iplimit_take(&s->srv->iplimit, chat_cstr(s->remote), uv_now(s->srv->loop),
+                         &wait_ms)) {
+        refuse(s, 429, "rate_limited", "too many new connections from this address, retry later");
         return;
     }
     chat_str_t origin = gw_http_req_header(s->req, CHAT_LIT("origin"));

@@ -268,6 +268,8 @@ cmd_up() {
   start_bg redis "$redis_bin" "$CLUSTER_DIR/redis.conf" --bind 127.0.0.1 --port "$redis_port" \
     --save '' --appendonly no --daemonize no --protected-mode yes --dir "$CLUSTER_DIR" --logfile ''
   wait_up redis
+  # Every client of this loopback cluster is 127.0.0.1 (nginx passes it in X-Forwarded-For), so
+  # the per-address connection limit is off unless CLUSTER_CONNECT_RATE_PER_IP sets it.
 
   for ((i = 1; i <= CLUSTER_NODES; i++)); do
     port=$(node_port "$i")
@@ -275,7 +277,9 @@ cmd_up() {
     start_bg "node$i" "$CHAT_GATEWAY_BIN" --listen "127.0.0.1:$port" --node-id "node$i" \
       --trusted-proxies 127.0.0.1/32 \
       --admin-listen "127.0.0.1:$(admin_port "$i")" \
-      --drain-delay "${CLUSTER_DRAIN_DELAY:-0}" --drain-timeout "${CLUSTER_DRAIN_TIMEOUT:-5s}"
+      --drain-delay "${CLUSTER_DRAIN_DELAY:-0}" --drain-timeout "${CLUSTER_DRAIN_TIMEOUT:-5s}" \
+      --connect-rate-per-ip "${CLUSTER_CONNECT_RATE_PER_IP:-0}" \
+      --room-linger "${CLUSTER_ROOM_LINGER:-15s}"
     upstreams+=("127.0.0.1:$port")
   done
   for ((i = 1; i <= CLUSTER_NODES; i++)); do wait_up "node$i"; done

@@ -71,6 +71,7 @@ for _attempt in 1 2 3 4 5; do
   p=$(free_port) || fail "cannot find a free port"
   log="$work/chat-echo.log"
   "$echo_bin" --listen "127.0.0.1:$p" --admin-listen "" --drain-delay 0 --drain-timeout 2s \
+    --connect-rate-per-ip 0 \
     "${opts[@]}" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do # up to 10 s (ASan start-up is slow)

@@ -28,6 +28,7 @@ SCALE = harness.TIMEOUT_SCALE
 # Port blocks are taken below the kernel's ephemeral range (32768..), so that an outgoing
 # connection of another test cannot sit on one of them.
 PORT_LOW, PORT_HIGH = 20000, 32700
+ROOM_LINGER = "1s"  # --room-linger of the test cluster's nodes
 BLOCK = 14  # redis, 3 nodes, nginx at +10, the nodes' admin ports at +11..+13
 
 
@@ -106,8 +107,10 @@ class Cluster:
 
     def _script_env(self):
         env = harness.gateway_env()  # no CHAT_* of the caller; ASAN_OPTIONS under ASan
+        # A short room linger, so that subscriptions visibly follow membership (rooms stay
+        # subscribed this long after their last local member left).
         env.update(CHAT_GATEWAY_BIN=harness.require_bin(), CLUSTER_DIR=str(self.dir),
-                   CLUSTER_NODES=str(self.nodes))
+                   CLUSTER_NODES=str(self.nodes), CLUSTER_ROOM_LINGER=ROOM_LINGER)
         if self.base is not None:
             env["CLUSTER_BASE_PORT"] = str(self.base)
         return env

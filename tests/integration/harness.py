@@ -208,6 +208,10 @@ def start_gateway(workdir, args=(), node_id="t1", env=None, listen=True, port=No
             argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
         if "drain-" not in given and "CHAT_DRAIN_" not in given:
             argv += ["--drain-delay", "0", "--drain-timeout", "3s"]
+        # Every test client connects from 127.0.0.1: the per-address connection limit is off
+        # unless the test is about it (test_amplification_churn.py).
+        if "connect-" not in given and "CHAT_CONNECT_" not in given:
+            argv += ["--connect-rate-per-ip", "0"]
         argv += list(args)
         with open(workdir / "stdout.txt", "wb") as so, open(workdir / "stderr.txt", "wb") as se:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se,

@@ -270,6 +270,9 @@ def test_subscriptions_follow_membership(cluster):
     ch = room_channel(room)
 
     async def body():
+        # the rooms of earlier tests linger (cluster.ROOM_LINGER) before they unsubscribe
+        await await_until(lambda: set(cluster.sub_counts().values()) == {1}, 5 * SCALE,
+                          "only the canary subscribed on every node")
         assert cluster.numsub(ch) == 0
         c1 = await open_on(cluster.node(1), "/ws")
         c1b = await open_on(cluster.node(1), "/ws")
@@ -297,7 +300,7 @@ def test_subscriptions_follow_membership(cluster):
             await wait_numsub(cluster, room, 3)
             await chat_round([c1, c1b, c2, c3], room, "three-nodes")
 
-            # leave message on node3 -> 2
+            # leave message on node3 -> 2 (once the room lingered cluster.ROOM_LINGER there)
             await c3.leave(room, skip=("system",))
             await wait_numsub(cluster, room, 2)
             # disconnect (close frame) on node2 -> 1

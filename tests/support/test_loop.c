@@ -427,10 +427,12 @@ size_t test_ws_count_text(const test_ws_stream_t *st, const char *needle)
 void test_config_load(gw_config_t *cfg, const char *const *extra)
 {
     /* port 0: the kernel picks one (test_server_port); no admin listener; not the host name;
-     * gw_server_stop closes open sessions at once */
+     * gw_server_stop closes open sessions at once; a room goes with its last member (a test
+     * of the linger sets --room-linger again: the last value counts) */
     static const char *const defaults[] = {
-        "--listen",      "127.0.0.1:0", "--admin-listen",  "",   "--node-id", "t",
-        "--drain-delay", "0",           "--drain-timeout", "2s", NULL,
+        "--listen",      "127.0.0.1:0", "--admin-listen",  "",   "--node-id",     "t",
+        "--drain-delay", "0",           "--drain-timeout", "2s", "--room-linger", "0",
+        NULL,
     };
     char *argv[MAX_ARGS + 2];
     char *envp[1] = {NULL};

@@ -82,7 +82,7 @@ static void rec_message(void *ctx, chat_str_t topic, chat_str_t data)
         f->on_msg_hook(f, topic, data);
 }
 
-static void rec_published(void *ctx, uint64_t tag, int status)
+static void rec_published(void *ctx, uint64_t tag, int status, uint64_t receivers)
 {
     fixture_t *f = ctx;
 

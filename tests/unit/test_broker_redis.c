@@ -66,7 +66,7 @@ static void on_message(void *ctx, chat_str_t topic, chat_str_t data)
     n->msgs[n->nmsgs++] = m;
 }
 
-static void on_published(void *ctx, uint64_t tag, int status)
+static void on_published(void *ctx, uint64_t tag, int status, uint64_t receivers)
 {
     node_t *n = ctx;
     n->sync_calls += n->in_publish;

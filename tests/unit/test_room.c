@@ -188,6 +188,42 @@ static void test_room_exists_while_it_has_members(void **state)
     finish(f);
 }
 
+static int room_r_gone(void *ctx)
+{
+    return room(ctx, "r") == NULL;
+}
+
+static long lingering_gauge(fixture_t *f)
+{
+    return (long)(chat_map_count(&chat_of(f)->rooms) - chat_of(f)->active_rooms);
+}
+
+/* --room-linger: after its last member the room stays (subscribed, no member) for the linger,
+ * a member that comes back within it finds the same room, and then it goes. */
+static void test_room_lingers_after_its_last_member(void **state)
+{
+    static const char *const args[] = {"--room-linger", "1s", NULL};
+    fixture_t *f = start(args);
+    test_client_t *a = ws_client(f, "/ws", 0, 1);
+    join(f, a, "r", 0);
+    uint64_t id = room(f, "r")->id;
+    leave(f, a, "r", 0);
+    assert_non_null(room(f, "r"));
+    assert_int_equal(room(f, "r")->nmembers, 0);
+    assert_int_equal(rooms_gauge(f), 0);
+    assert_int_equal(lingering_gauge(f), 1);
+    join(f, a, "r", 1);
+    assert_int_equal(room(f, "r")->id, id); /* the same room, no new subscription */
+    assert_int_equal(rooms_gauge(f), 1);
+    assert_int_equal(lingering_gauge(f), 0);
+    leave(f, a, "r", 1);
+    uint64_t left = uv_now(&f->tl.loop);
+    assert_true(test_loop_run_until(&f->tl, room_r_gone, f, 3000));
+    assert_true(uv_now(&f->tl.loop) - left >= 1000); /* not before the linger */
+    assert_int_equal(lingering_gauge(f), 0);
+    finish(f);
+}
+
 typedef struct want_count {
     fixture_t *f;
     uint64_t n;
@@ -227,10 +263,6 @@ static void test_broker_subscription_follows_membership(void **state)
     finish(f);
 }
 
-static int room_r_gone(void *ctx)
-{
-    return room(ctx, "r") == NULL;
-}
 
 /* The last member's TCP connection ends: its close removes the room (at the safe point). */
 static void test_last_member_disconnect_removes_room(void **state)
@@ -334,6 +366,7 @@ int main(void)
     chat_log_set_level(CHAT_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_room_exists_while_it_has_members),
+        cmocka_unit_test(test_room_lingers_after_its_last_member),
         cmocka_unit_test(test_broker_subscription_follows_membership),
         cmocka_unit_test(test_last_member_disconnect_removes_room),
         cmocka_unit_test(test_fanout_overflow_of_last_member),
