@@ -59,11 +59,11 @@ int gw_conn_start(gw_conn_t *c)
     return rc;
 }
 
-static void ring_push(gw_conn_t *c, chat_rcbuf_t *f)
+static void ring_push(gw_conn_t *c, chat_rcbuf_t *f, int replaceable)
 {
     if (c->ring_count == c->ring_cap) {
         size_t cap = c->ring_cap ? c->ring_cap * 2 : 8;
-        chat_rcbuf_t **r = chat_xmalloc(cap * sizeof(*r));
+        gw_conn_slot_t *r = chat_xmalloc(cap * sizeof(*r));
         for (size_t i = 0; i < c->ring_count; i++)
             r[i] = c->ring[(c->ring_head + i) % c->ring_cap];
         free(c->ring);
@@ -71,16 +71,23 @@ static void ring_push(gw_conn_t *c, chat_rcbuf_t *f)
         c->ring_cap = cap;
         c->ring_head = 0;
     }
-    c->ring[(c->ring_head + c->ring_count) % c->ring_cap] = f;
+    c->ring[(c->ring_head + c->ring_count) % c->ring_cap] = (gw_conn_slot_t){f, replaceable};
+    if (replaceable) {
+        c->newest_repl = c->ring_seq + c->ring_count;
+        c->nreplaceable++;
+    }
     c->ring_count++;
 }
 
 static chat_rcbuf_t *ring_pop(gw_conn_t *c)
 {
-    chat_rcbuf_t *f = c->ring[c->ring_head];
+    gw_conn_slot_t *slot = &c->ring[c->ring_head];
+    if (slot->replaceable)
+        c->nreplaceable--;
     c->ring_head = (c->ring_head + 1) % c->ring_cap;
     c->ring_count--;
-    return f;
+    c->ring_seq++;
+    return slot->frame;
 }
 
 static void schedule_flush(gw_conn_t *c)
@@ -110,15 +117,43 @@ void gw_conn_set_pause_above(gw_conn_t *c, size_t bytes)
     c->pause_above = bytes;
 }
 
-void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame)
+/* Every byte queued, whatever its kind, counts against pause_above. */
+static void queued_more(gw_conn_t *c)
 {
-    if (c->closed || c->shut || c->ended)
-        return;
-    ring_push(c, chat_rcbuf_ref(frame));
-    c->queued_bytes += frame->len;
     schedule_flush(c);
     if (c->pause_above && c->queued_bytes > c->pause_above && !c->paused)
         update_reading(c);
+}
+
+static void send_frame(gw_conn_t *c, chat_rcbuf_t *frame, int replaceable)
+{
+    if (c->closed || c->shut || c->ended)
+        return;
+    ring_push(c, chat_rcbuf_ref(frame), replaceable);
+    c->queued_bytes += frame->len;
+    queued_more(c);
+}
+
+void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame)
+{
+    send_frame(c, frame, 0);
+}
+
+void gw_conn_send_replaceable(gw_conn_t *c, chat_rcbuf_t *frame)
+{
+    send_frame(c, frame, 1);
+}
+
+int gw_conn_replace_newest(gw_conn_t *c, chat_rcbuf_t *frame)
+{
+    if (c->closed || c->shut || c->ended || c->nreplaceable == 0)
+        return 0;
+    gw_conn_slot_t *slot = &c->ring[(c->ring_head + (c->newest_repl - c->ring_seq)) % c->ring_cap];
+    c->queued_bytes = c->queued_bytes - slot->frame->len + frame->len;
+    chat_rcbuf_release(slot->frame);
+    slot->frame = chat_rcbuf_ref(frame);
+    queued_more(c);
+    return 1;
 }
 
 void gw_conn_send_copy(gw_conn_t *c, const void *p, size_t n)

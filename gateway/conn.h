@@ -5,6 +5,10 @@
  * the connection into the owner's flush list, and the owner calls gw_conn_flush_all() from a
  * uv_prepare_t (redis' handleClientsWithPendingWrites).
  *
+ * Replaceable frames: a frame queued with gw_conn_send_replaceable() (a pong) may later be
+ * swapped for a newer one of its kind while it still waits in the queue (RFC 6455 5.5.3: a pong
+ * may answer only the latest of several pings), so the owner can keep their number bounded.
+ *
  * Closing: gw_conn_close_gracefully() writes what is queued, then shuts the write side down and
  * waits for the peer's EOF (discarding input) before the owner tears the socket down; the owner
  * bounds the wait with its own timer. gw_conn_abort() discards the queue at once.
@@ -13,6 +17,7 @@
 #define CHAT_GATEWAY_CONN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "list.h"
@@ -21,6 +26,12 @@
 #define GW_CONN_MAX_IOV 64
 
 typedef struct gw_conn gw_conn_t;
+
+/* One frame waiting in the send queue. */
+typedef struct gw_conn_slot {
+    chat_rcbuf_t *frame; /* a reference */
+    int replaceable;     /* queued with gw_conn_send_replaceable() */
+} gw_conn_slot_t;
 
 typedef struct gw_conn_handlers {
     /* n > 0 bytes arrived (borrowed: valid during the call). */
@@ -43,8 +54,11 @@ struct gw_conn {
     chat_list_t flush_link;
     uv_buf_t *readbuf; /* loop-wide read buffer lent by the owner */
     /* send queue: a ring of frame references, then the ones in flight */
-    chat_rcbuf_t **ring;
+    gw_conn_slot_t *ring;
     size_t ring_head, ring_count, ring_cap;
+    uint64_t ring_seq;    /* frames ever taken off the ring: the sequence number of its head */
+    size_t nreplaceable;  /* replaceable frames in the ring (not yet handed to the socket) */
+    uint64_t newest_repl; /* sequence number of the newest of them (when nreplaceable > 0) */
     chat_rcbuf_t *inflight[GW_CONN_MAX_IOV];
     unsigned ninflight;
     size_t queued_bytes; /* ring + in flight, counted per connection */
@@ -68,6 +82,12 @@ void gw_conn_discard_queued(gw_conn_t *c);
 void gw_conn_send(gw_conn_t *c, chat_rcbuf_t *frame);
 /* Same for bytes that are not shared (copies them). */
 void gw_conn_send_copy(gw_conn_t *c, const void *p, size_t n);
+/* Queues a frame (own reference) that gw_conn_replace_newest() may replace while it waits. */
+void gw_conn_send_replaceable(gw_conn_t *c, chat_rcbuf_t *frame);
+/* Puts frame (own reference) in the place of the newest replaceable frame still waiting in the
+ * queue, whose reference is dropped; queued_bytes follows. Returns 1, or 0 when none waits
+ * (nothing is queued then). */
+int gw_conn_replace_newest(gw_conn_t *c, chat_rcbuf_t *frame);
 /* Writes the queue, then shuts down writing; on_end follows the peer's EOF. Idempotent. */
 void gw_conn_close_gracefully(gw_conn_t *c);
 /* Drops everything queued; nothing more is written or read. Idempotent. */

@@ -75,25 +75,33 @@ static void detach(gw_session_t *s)
     }
 }
 
-/* The close of an opened connection: counted by code, and logged with its stable ids. The code is
- * the one of the close frame we sent (an echo of the client's when it closed first); 1006 when
- * the TCP connection ended without a close handshake. */
+/* The close of an opened connection: counted by code, and logged with its stable ids, who closed
+ * and why. by "server": the node's close frame went first (code and reason are ours: a limit, a
+ * protocol error, the drain...); "client": the client's did (its code, 1005 when its frame had
+ * none; ours was the echo); "network": the TCP connection ended with no close frame (1006). */
 static void log_closed(gw_session_t *s)
 {
-    uint16_t code = gw_ws_sent_close_code(s->ws);
-    if (code == 0)
-        code = gw_ws_peer_close_code(s->ws);
-    if (code == 0 && !gw_ws_closing(s->ws))
+    gw_ws_close_info_t ci;
+    const char *by, *reason;
+    gw_ws_close_info(s->ws, &ci);
+    uint16_t code = ci.code;
+    if (ci.by == GW_WS_CLOSER_US) {
+        by = "server";
+        reason = ci.reason ? ci.reason : s->close_reason ? s->close_reason : "server closed";
+    } else if (ci.by == GW_WS_CLOSER_PEER) {
+        by = "client";
+        reason = "client closed";
+    } else {
+        by = "network";
         code = 1006;
-    const char *reason = s->close_reason;
-    if (reason == NULL)
-        reason = code == 1006 ? "connection lost" : "client closed";
+        reason = "connection lost";
+    }
     if (code < sizeof(s->srv->stats.closed_by_code) / sizeof(uint64_t))
         s->srv->stats.closed_by_code[code]++;
     s->srv->stats.connections_closed++;
     CHAT_LOG(CHAT_LOG_INFO, "connection closed", CHAT_KV_C("conn", s->conn_name),
              CHAT_KV_S("user", chat_str(s->user, s->user_len)), CHAT_KV_C("remote", s->remote),
-             CHAT_KV_N("code", code), CHAT_KV_C("reason", reason),
+             CHAT_KV_C("by", by), CHAT_KV_N("code", code), CHAT_KV_C("reason", reason),
              CHAT_KV_N("duration_ms", uv_now(s->srv->loop) - s->opened_ms),
              CHAT_KV_N("bytes_in", s->bytes_in), CHAT_KV_N("bytes_out", s->conn.bytes_out));
 }
@@ -301,10 +309,37 @@ void gw__session_send_json(gw_session_t *s, chat_str_t json)
 
 /* ---- WebSocket phase ---- */
 
+/* Pongs waiting unwritten in one connection's queue: beyond this many, the newest waiting one is
+ * replaced instead (RFC 6455 5.5.3 lets a pong answer only the latest ping). A client that sends
+ * pings and never reads then costs a fixed amount, not one allocation per ping
+ * (docs/limits.md). */
+#define PONGS_WAITING_MAX 16
+
+/* A control frame from the WebSocket layer. Closes always go (the last frame; over the queue
+ * bound the slow-consumer close has emptied the queue first). Pongs and our pings count against
+ * --send-queue-bytes like any frame: a pong that does not fit takes the place of a waiting one,
+ * or, with none waiting, the connection is a slow consumer (4002). */
 static void on_ws_send(void *ctx, const char *p, size_t n)
 {
     gw_session_t *s = ctx;
-    gw_conn_send_copy(&s->conn, p, n);
+    int op = (unsigned char)p[0] & 0x0f;
+    if (op == GW_WS_OP_CLOSE) {
+        gw_conn_send_copy(&s->conn, p, n);
+        return;
+    }
+    if (!gw__session_is_open(s))
+        return; /* closing: no pong or ping is owed any more */
+    chat_rcbuf_t *f = chat_rcbuf_new(p, n);
+    if (op != GW_WS_OP_PONG) {
+        gw__session_send(s, f, GW_OUT_MUST);
+    } else if (s->conn.nreplaceable >= PONGS_WAITING_MAX ||
+               s->conn.queued_bytes + n > s->srv->cfg->send_queue_bytes) {
+        if (!gw_conn_replace_newest(&s->conn, f))
+            gw__session_send(s, f, GW_OUT_MUST); /* does not fit: the slow-consumer close */
+    } else {
+        gw_conn_send_replaceable(&s->conn, f);
+    }
+    chat_rcbuf_release(f);
 }
 
 static void on_ws_message(void *ctx, int binary, const char *p, size_t n)

@@ -1,5 +1,17 @@
 /* gateway/ws.c - wslay glue: input parsing, UTF-8 checks, close handling, frame encoding (see
- * ws.h). wslay's error codes stop here. */
+ * ws.h). wslay's error codes stop here.
+ *
+ * Messages are reassembled here, not by wslay. wslay 1.1.1 buffers a message as one heap chunk
+ * per frame (about 100 bytes of allocations for a one-byte fragment, counted as one byte against
+ * its limit), so a peer sending one-byte fragments made a connection cost 60 times the bytes it
+ * sent. wslay runs with no_buffering: it still parses the frames, checks their sequence and
+ * validates the UTF-8 of text messages across fragments (at the first bad byte, before the bytes
+ * reach us, and an unfinished character at the end), but hands the payload to
+ * on_frame_recv_chunk and the end of the message to on_msg_recv. The bytes go into one buffer,
+ * msg, grown by doubling but never past max_msg, and freed when the message is delivered: a
+ * connection holds at most --max-message-bytes of message, whatever the fragmentation. In that
+ * mode wslay's own limit only sees one frame at a time, so the sum of a message's frames is
+ * checked here, at each frame's start, before its bytes arrive (1009). */
 #include "ws.h"
 
 #include <stdlib.h>
@@ -7,6 +19,7 @@
 #include <wslay/wslay.h>
 
 #include "alloc.h"
+#include "buf.h"
 #include "err.h"
 
 /* wslay 1.1.1 checks the UTF-8 of a close frame's reason per read chunk, restarting 2 bytes into
@@ -24,10 +37,24 @@ typedef struct frame_tracker {
     int passthrough;       /* a close frame went through: nothing after it matters */
 } frame_tracker_t;
 
+/* Control frames made by wslay leave through send_cb as a header, then a payload: they are put
+ * together here so that handlers->send gets whole frames (a pong can then be told apart). */
+#define OUT_MAX     (2 + 125)
+#define MSG_MIN_CAP 256 /* the first allocation of a message buffer that must grow */
+
 struct gw_ws {
     wslay_event_context_ptr ctx;
     const gw_ws_handlers_t *h;
-    const char *in; /* the bytes of the current gw_ws_feed() */
+    size_t max_msg;
+    chat_buf_t msg;     /* the message being received (data frames only); empty between them */
+    uint64_t msg_total; /* bytes of the message's frames started so far (their declared sizes) */
+    unsigned msg_binary : 1, in_control : 1;
+    unsigned char out[OUT_MAX]; /* the control frame being written by wslay */
+    size_t out_len, out_need;
+    unsigned in_send : 1;       /* inside wslay_event_send() (handlers->send may close ws) */
+    gw_ws_closer_t first_close; /* whose close frame came first */
+    const char *own_reason;     /* why this layer (or wslay) closed by itself */
+    const char *in;             /* the bytes of the current gw_ws_feed() */
     size_t in_len;
     unsigned char hold[HOLD_MAX]; /* the start of a close frame, held until complete */
     size_t hold_len;
@@ -139,23 +166,137 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     return (ssize_t)n;
 }
 
+/* A close frame made by wslay is leaving (in ws->out). Unless it is the echo of the peer's close
+ * (then on_msg marked the peer first), wslay refused the input: say why, by its code. */
+static void note_wslay_close(gw_ws_t *ws)
+{
+    if (ws->first_close != GW_WS_CLOSER_NONE)
+        return;
+    uint16_t code = ws->out_len >= 4 ? (uint16_t)(ws->out[2] << 8 | ws->out[3]) : 0;
+    ws->first_close = GW_WS_CLOSER_US;
+    ws->own_reason = code == GW_CLOSE_BAD_DATA  ? "invalid UTF-8"
+                     : code == GW_CLOSE_TOO_BIG ? "message too big"
+                                                : "protocol error";
+}
+
+/* wslay's output (control frames only: data never goes through wslay) arrives as a header and a
+ * payload; the header of an unmasked control frame is 2 bytes. Whole frames go up. */
 static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                        void *ud)
 {
     gw_ws_t *ws = ud;
-    ws->h->send(ws->h->ctx, (const char *)data, len); /* always takes the whole chunk */
-    return (ssize_t)len;
+    size_t done = 0;
+    while (done < len) {
+        if (ws->out_len < 2) {
+            ws->out[ws->out_len++] = data[done++];
+            if (ws->out_len == 2) {
+                unsigned len7 = ws->out[1] & 0x7f;
+                ws->out_need = 2 + (len7 <= 125 ? len7 : 0);
+            }
+        } else {
+            size_t k = ws->out_need - ws->out_len;
+            k = k < len - done ? k : len - done;
+            memcpy(ws->out + ws->out_len, data + done, k);
+            ws->out_len += k;
+            done += k;
+        }
+        if (ws->out_len >= 2 && ws->out_len == ws->out_need) {
+            if ((ws->out[0] & 0x0f) == WSLAY_CONNECTION_CLOSE)
+                note_wslay_close(ws);
+            ws->h->send(ws->h->ctx, (const char *)ws->out, ws->out_len);
+            ws->out_len = ws->out_need = 0;
+        }
+    }
+    return (ssize_t)len; /* always takes the whole chunk */
 }
 
 static void send_close_frame(gw_ws_t *ws, uint16_t code, const char *reason);
 
-/* A close frame must carry nothing or a 2-byte code (RFC 6455 5.5.1); wslay 1.1.1 would treat a
- * 1-byte body as "no code" and answer with an empty close. */
+/* Lets wslay write what it queued. handlers->send may close ws (a pong over the send queue bound
+ * makes a slow consumer): that close is only queued then, and this same loop writes it, because
+ * wslay_event_send() must not run inside itself. */
+static int flush_out(gw_ws_t *ws)
+{
+    if (ws->in_send)
+        return 0;
+    ws->in_send = 1;
+    int rc = wslay_event_send(ws->ctx);
+    ws->in_send = 0;
+    return rc;
+}
+
+static void msg_drop(gw_ws_t *ws)
+{
+    chat_buf_free(&ws->msg);
+    ws->msg_total = 0;
+}
+
+/* Makes room for the message's bytes once `need` in all (need <= max_msg): doubling, but never
+ * past max_msg, so the buffer never holds more than the limit. Returns 0 or CHAT_ENOMEM. */
+static int msg_reserve(gw_ws_t *ws, size_t need)
+{
+    if (need <= ws->msg.cap)
+        return 0;
+    size_t cap = ws->msg.cap * 2;
+    if (cap < need)
+        cap = need;
+    if (cap < MSG_MIN_CAP)
+        cap = MSG_MIN_CAP;
+    if (cap > ws->max_msg)
+        cap = ws->max_msg;
+    char *p = realloc(ws->msg.p, cap);
+    if (p == NULL)
+        return CHAT_ENOMEM;
+    ws->msg.p = p;
+    ws->msg.cap = cap;
+    return 0;
+}
+
+/* A frame starts (wslay checked its header and its place in the message sequence). A close
+ * frame must carry nothing or a 2-byte code (RFC 6455 5.5.1); wslay 1.1.1 would treat a 1-byte
+ * body as "no code" and answer with an empty close. A data frame's declared length counts
+ * against the message limit now, before its bytes are read. */
 static void on_frame_start(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
 {
+    gw_ws_t *ws = ud;
+    ws->in_control = (arg->opcode & 0x8) != 0;
     if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
-        send_close_frame(ud, GW_CLOSE_PROTOCOL, "protocol error");
+        send_close_frame(ws, GW_CLOSE_PROTOCOL, "protocol error");
+    if (ws->in_control || ws->closed_by_us)
+        return;
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME) { /* a new message */
+        ws->msg.len = 0;
+        ws->msg_total = 0;
+        ws->msg_binary = arg->opcode == WSLAY_BINARY_FRAME;
+    }
+    if (arg->payload_length > ws->max_msg - ws->msg_total) {
+        msg_drop(ws);
+        send_close_frame(ws, GW_CLOSE_TOO_BIG, "message too big");
+        return;
+    }
+    ws->msg_total += arg->payload_length;
+    if (msg_reserve(ws, (size_t)ws->msg_total) != 0) {
+        msg_drop(ws);
+        send_close_frame(ws, GW_CLOSE_INTERNAL, "out of memory");
+    }
+}
+
+/* Payload bytes of the current frame, unmasked and (text) UTF-8 checked so far. Control frames
+ * are still buffered by wslay (at most 125 bytes). */
+static void on_frame_chunk(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
+{
+    gw_ws_t *ws = ud;
+    if (ws->in_control || ws->closed_by_us || arg->data_length == 0)
+        return;
+    if (arg->data_length > ws->msg.cap - ws->msg.len) { /* more than the frame declared */
+        msg_drop(ws);
+        send_close_frame(ws, GW_CLOSE_INTERNAL, "internal error");
+        return;
+    }
+    memcpy(ws->msg.p + ws->msg.len, arg->data, arg->data_length);
+    ws->msg.len += arg->data_length;
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -164,15 +305,25 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     gw_ws_t *ws = ud;
     if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
         ws->peer_code = arg->status_code;
+        if (ws->first_close == GW_WS_CLOSER_NONE && !ws->closed_by_us)
+            ws->first_close = GW_WS_CLOSER_PEER;
         return;
     }
     if (ws->closed_by_us)
         return;
+    if (arg->opcode == WSLAY_PING) {
+        /* its pong leaves now: wslay would keep one queued message per ping until the feed ends */
+        flush_out(ws);
+        return;
+    }
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         /* Control replies queued so far (pongs) leave before whatever this message causes. */
-        wslay_event_send(ws->ctx);
-        ws->h->on_message(ws->h->ctx, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
-                          arg->msg_length);
+        flush_out(ws);
+        chat_buf_t m = ws->msg; /* ours until delivered: on_message may close ws */
+        ws->msg = CHAT_BUF_INIT;
+        ws->msg_total = 0;
+        ws->h->on_message(ws->h->ctx, ws->msg_binary, m.p ? m.p : "", m.len);
+        chat_buf_free(&m);
     }
 }
 
@@ -182,15 +333,18 @@ int gw_ws_create(gw_ws_t **out, size_t max_msg_bytes, const gw_ws_handlers_t *h)
         .recv_callback = recv_cb,
         .send_callback = send_cb,
         .on_frame_recv_start_callback = on_frame_start,
+        .on_frame_recv_chunk_callback = on_frame_chunk,
         .on_msg_recv_callback = on_msg,
     };
     gw_ws_t *ws = chat_xcalloc(1, sizeof(*ws));
     ws->h = h;
+    ws->max_msg = max_msg_bytes;
     if (wslay_event_context_server_init(&ws->ctx, &cbs, ws) != 0) {
         free(ws);
         return CHAT_ENOMEM;
     }
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_msg_bytes);
+    wslay_event_config_set_no_buffering(ws->ctx, 1);
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_msg_bytes); /* one frame's limit */
     *out = ws;
     return 0;
 }
@@ -200,6 +354,7 @@ void gw_ws_free(gw_ws_t *ws)
     if (ws == NULL)
         return;
     wslay_event_context_free(ws->ctx);
+    chat_buf_free(&ws->msg);
     free(ws);
 }
 
@@ -212,6 +367,10 @@ static void send_close_frame(gw_ws_t *ws, uint16_t code, const char *reason)
         return;
     ws->closed_by_us = 1;
     ws->sent_code = code;
+    if (ws->first_close == GW_WS_CLOSER_NONE) {
+        ws->first_close = GW_WS_CLOSER_US;
+        ws->own_reason = reason;
+    }
     f[0] = 0x80 | WSLAY_CONNECTION_CLOSE;
     f[1] = (unsigned char)(2 + rlen);
     f[2] = (unsigned char)(code >> 8);
@@ -238,11 +397,14 @@ int gw_ws_feed(gw_ws_t *ws, const char *p, size_t n)
         /* WSLAY_ERR_CALLBACK_FAILURE: our recv callback never fails, so the frame layer refused
          * the input (a control frame over 125 bytes or fragmented, a bad length...). wslay then
          * queues a close without a code; send a 1002 of our own instead. WSLAY_ERR_NOMEM: 1011. */
+        msg_drop(ws);
         send_close_frame(ws, rc == WSLAY_ERR_NOMEM ? GW_CLOSE_INTERNAL : GW_CLOSE_PROTOCOL,
                          rc == WSLAY_ERR_NOMEM ? "out of memory" : "protocol error");
         return CHAT_ECLOSED;
     }
-    if (wslay_event_send(ws->ctx) != 0)
+    if (!wslay_event_get_read_enabled(ws->ctx))
+        msg_drop(ws); /* no more input: the message in progress will never end */
+    if (flush_out(ws) != 0)
         return CHAT_ECLOSED;
     return finished(ws) ? CHAT_ECLOSED : 0;
 }
@@ -254,12 +416,14 @@ void gw_ws_close(gw_ws_t *ws, uint16_t code, const char *reason)
     ws->closed_by_us = 1;
     if (!wslay_event_get_close_sent(ws->ctx) && !wslay_event_get_close_received(ws->ctx))
         ws->sent_code = code;
+    if (ws->first_close == GW_WS_CLOSER_NONE)
+        ws->first_close = GW_WS_CLOSER_US; /* why: the caller's reason, not kept here */
     size_t rlen = reason ? strlen(reason) : 0;
     if (rlen > 123)
         rlen = 123;
     wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, rlen);
     wslay_event_shutdown_read(ws->ctx);
-    wslay_event_send(ws->ctx);
+    flush_out(ws);
 }
 
 int gw_ws_closing(const gw_ws_t *ws)
@@ -283,12 +447,25 @@ uint16_t gw_ws_sent_close_code(const gw_ws_t *ws)
     return code == WSLAY_CODE_NO_STATUS_RCVD ? 0 : code;
 }
 
+void gw_ws_close_info(const gw_ws_t *ws, gw_ws_close_info_t *out)
+{
+    out->by = ws->first_close;
+    out->reason = NULL;
+    out->code = 0;
+    if (ws->first_close == GW_WS_CLOSER_US) {
+        out->code = gw_ws_sent_close_code(ws);
+        out->reason = ws->own_reason;
+    } else if (ws->first_close == GW_WS_CLOSER_PEER) {
+        out->code = ws->peer_code ? ws->peer_code : GW_CLOSE_NO_STATUS;
+    }
+}
+
 int gw_ws_ping(gw_ws_t *ws)
 {
     struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
     if (ws->closed_by_us || wslay_event_queue_msg(ws->ctx, &m) != 0)
         return CHAT_ECLOSED;
-    return wslay_event_send(ws->ctx) == 0 ? 0 : CHAT_ECLOSED;
+    return flush_out(ws) == 0 ? 0 : CHAT_ECLOSED;
 }
 
 chat_rcbuf_t *gw_ws_encode(int binary, const void *p, size_t n)

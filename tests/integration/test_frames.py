@@ -1,7 +1,10 @@
 """WebSocket framing: close codes for binary data, invalid UTF-8 and protocol errors; control
-frames; fragmentation; the close handshake."""
+frames; fragmentation; the close handshake; who closed, in the close record and the counter by
+code."""
 
 import asyncio
+import collections
+import socket
 import struct
 import time
 
@@ -9,7 +12,8 @@ import pytest
 
 import harness
 
-from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, open_raw)
+from ophelpers import delta, loose_records, scrape, wait_until
+from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, open_raw)
 from wsclient import Client, check_system, run
 
 PING = b'{"type":"ping"}'
@@ -243,3 +247,73 @@ def test_gateway_drops_tcp_when_client_never_answers_its_close(gateway):
         # we never answer the close frame
         ws.expect_eof(timeout=5 + 3 * harness.TIMEOUT_SCALE)
         assert time.monotonic() - t0 <= 5 + 3 * harness.TIMEOUT_SCALE
+
+
+# ---- who closed: the "connection closed" record and chat_connections_closed_total -------------
+
+CLOSE_CASES = [
+    # (name, what the client does, expected by, code, reason)
+    ("unmasked frame", lambda ws: ws.send_frame(OP_TEXT, PING, masked=False),
+     "server", 1002, "protocol error"),
+    ("ping over 125 bytes", lambda ws: ws.send_frame(OP_PING, b"p" * 126),
+     "server", 1002, "protocol error"),
+    ("invalid UTF-8", lambda ws: ws.send_frame(OP_TEXT, b'{"type":"ping","x":"\xff"}'),
+     "server", 1007, "invalid UTF-8"),
+    ("one frame over the limit", lambda ws: ws.send_frame(OP_TEXT, b"a" * (MAX_MESSAGE + 1)),
+     "server", 1009, "message too big"),
+    ("fragments over the limit", lambda ws: (ws.send_frame(OP_TEXT, b"a" * 40000, fin=False),
+                                             ws.send_frame(OP_CONT, b"a" * 40000, fin=False)),
+     "server", 1009, "message too big"),
+    ("binary frame", lambda ws: ws.send_frame(OP_BINARY, PING),
+     "server", 1003, "binary frames are not supported"),
+    ("client close with a code", lambda ws: ws.send_frame(OP_CLOSE, struct.pack("!H", 3000)
+                                                          + b"done"),
+     "client", 3000, "client closed"),
+    ("client close without a code", lambda ws: ws.send_frame(OP_CLOSE, b""),
+     "client", 1005, "client closed"),
+    ("TCP closed without a close frame", lambda ws: ws.sock.shutdown(socket.SHUT_WR),
+     "network", 1006, "connection lost"),
+]
+
+
+def test_close_records_say_who_closed_and_why(gateway):
+    """Each close is logged with by (server | client | network), the code and the reason: ours
+    for the node's closes (including the protocol errors found by the WebSocket layer), "client
+    closed" with the client's code (1005 when its close frame had none), "connection lost"
+    (1006) when the TCP connection ended without a close frame; chat_connections_closed_total
+    counts the same codes (never a code 0)."""
+    before = scrape(gateway)
+    conns = {}
+    for name, act, by, code, reason in CLOSE_CASES:
+        ws = RawWS(gateway.port).open("/ws")
+        conns[ws.recv_json()["conn"]] = (name, by, code, reason)
+        act(ws)
+        if by != "network":
+            # our close (answered), or the echo of the client's
+            fin, rsv, op, payload = ws.recv_frame()
+            assert op == OP_CLOSE, (name, op, payload)
+            if by == "server":
+                assert payload[:2] == struct.pack("!H", code), (name, payload)
+                ws.send_frame(OP_CLOSE, payload[:2])
+        ws.expect_eof(timeout=3 * harness.TIMEOUT_SCALE)
+        ws.close()
+
+    def records():
+        recs = {r.get("conn"): r for r in loose_records(gateway.stdout_text())
+                if r.get("msg") == "connection closed"}
+        return recs if all(c in recs for c in conns) else None
+
+    recs = wait_until(records, 5 * harness.TIMEOUT_SCALE, "a close record per connection")
+    wrong = []
+    for conn, (name, by, code, reason) in conns.items():
+        r = recs[conn]
+        if (r.get("by"), r.get("code"), r.get("reason")) != (by, code, reason):
+            wrong.append(f"{name}: logged by={r.get('by')!r} code={r.get('code')!r} "
+                         f"reason={r.get('reason')!r}, expected by={by!r} code={code} "
+                         f"reason={reason!r}")
+    assert not wrong, "\n".join(wrong)
+    after = scrape(gateway)
+    want = collections.Counter(code for _, _, _, code, _ in CLOSE_CASES)
+    got = {c: delta(after, before, "chat_connections_closed_total", code=str(c)) for c in want}
+    assert got == dict(want), f"chat_connections_closed_total by code: {got}, expected {want}"
+    assert not after.has("chat_connections_closed_total", code="0"), after.text

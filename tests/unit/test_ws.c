@@ -3,8 +3,10 @@
  * frame parser and on_message calls are recorded. Covers whole, byte-at-a-time and fragmented
  * messages, ping/pong, binary, every close the layer must send (1002 unmasked / control too long /
  * reserved bits / bad opcodes, 1007 invalid UTF-8 including across fragments and fail-fast, 1009
- * too big), the peer's close handshake, gw_ws_close(), and gw_ws_encode()'s exact headers. Input
- * is fed from exact-size heap copies so ASan catches reads past the chunk. */
+ * too big, also when one-byte fragments add up), the peer's close handshake, gw_ws_close(), who
+ * closed first and why (gw_ws_close_info), and gw_ws_encode()'s exact headers. Every
+ * handlers->send call must carry exactly one whole control frame. Input is fed from exact-size
+ * heap copies so ASan catches reads past the chunk. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +52,9 @@ typedef struct fixture {
     size_t nmsgs;
     rec_msg_t msgs[MAX_MSGS];
     int close_on_message; /* on_message calls gw_ws_close(1008) (a policy decision upstream) */
+    int close_on_pong;    /* send() calls gw_ws_close(4002) for a pong (a full send queue) */
+    size_t nsends;        /* handlers->send calls */
+    size_t npongs;        /* of them, pongs */
     size_t max_msg_bytes;
     chat_buf_t in[3]; /* client frames a test builds; owned here so a failing test leaks nothing */
 } fixture_t;
@@ -71,10 +76,22 @@ static void on_message(void *ctx, int binary, const char *p, size_t n)
         gw_ws_close(f->ws, GW_CLOSE_POLICY, "policy");
 }
 
+/* Each call is one whole, unmasked control frame (2-byte header, <= 125 bytes of payload). */
 static void on_send(void *ctx, const char *p, size_t n)
 {
     fixture_t *f = ctx;
+    assert_true(n >= 2);
+    assert_int_equal((unsigned char)p[1] & 0x80, 0);
+    assert_true(((unsigned char)p[1] & 0x7f) <= 125);
+    assert_int_equal(n, 2 + ((unsigned char)p[1] & 0x7f));
+    assert_true((p[0] & 0x08) != 0);
+    f->nsends++;
     chat_buf_append(&f->out, p, n);
+    if ((p[0] & 0x0f) == GW_WS_OP_PONG) {
+        f->npongs++;
+        if (f->close_on_pong)
+            gw_ws_close(f->ws, 4002, "slow consumer");
+    }
 }
 
 static void ws_open(fixture_t *f)
@@ -91,6 +108,7 @@ static void ws_forget(fixture_t *f)
     for (size_t i = 0; i < f->nmsgs; i++)
         free(f->msgs[i].p);
     f->nmsgs = 0;
+    f->nsends = f->npongs = 0;
     chat_buf_reset(&f->out);
     for (size_t i = 0; i < 3; i++)
         chat_buf_reset(&f->in[i]);
@@ -1138,6 +1156,233 @@ static void test_close_after_peer_close_sends_nothing_more(void **state)
     expect_close_sent(f, 1000);
 }
 
+/* ---- the message buffer: fragments add up against the limit ------------------------------ */
+
+static void test_one_byte_fragments_up_to_the_limit(void **state)
+{
+    fixture_t *f = *state; /* limit 100 */
+    chat_buf_t *b = &f->in[0];
+    char want[100];
+
+    put_frame(b, 0, 0, OP_TEXT, 1, "{", 1);
+    want[0] = '{';
+    for (size_t i = 1; i < 100; i++) {
+        want[i] = (char)('a' + i % 26);
+        put_frame(b, 0, 0, OP_CONT, 1, &want[i], 1);
+    }
+    put_frame(b, 1, 0, OP_CONT, 1, "", 0);
+    assert_int_equal(feed_buf(f, b), 0);
+    assert_int_equal(f->nmsgs, 1);
+    assert_msg(f, 0, 0, want, 100);
+    expect_no_output(f);
+
+    /* the next message may be as large again: the count starts over */
+    chat_buf_reset(b);
+    put_frame(b, 0, 0, OP_TEXT, 1, want, 50);
+    put_frame(b, 1, 0, OP_CONT, 1, want + 50, 50);
+    assert_int_equal(feed_buf(f, b), 0);
+    assert_int_equal(f->nmsgs, 2);
+    assert_msg(f, 1, 0, want, 100);
+}
+
+static void test_one_byte_fragment_past_the_limit_closes_1009(void **state)
+{
+    fixture_t *f = *state; /* limit 100 */
+    chat_buf_t *b = &f->in[0];
+
+    put_frame(b, 0, 0, OP_TEXT, 1, "{", 1);
+    for (size_t i = 1; i < 100; i++)
+        put_frame(b, 0, 0, OP_CONT, 1, "a", 1);
+    assert_int_equal(feed_buf(f, b), 0);
+    expect_no_output(f);
+    chat_buf_reset(b);
+    put_frame(b, 0, 0, OP_CONT, 1, "a", 1); /* byte 101 */
+    int rc = feed_buf(f, b);
+    frame_t fr = expect_close_sent(f, GW_CLOSE_TOO_BIG);
+    assert_true(rc == CHAT_ECLOSED || gw_ws_closing(f->ws));
+    assert_int_equal(fr.len, 2 + strlen("message too big"));
+    assert_int_equal(f->nmsgs, 0);
+}
+
+static void test_fragment_refused_by_its_declared_length(void **state)
+{
+    fixture_t *f = *state; /* limit 100 */
+    chat_buf_t *b = &f->in[0];
+
+    put_frame(b, 0, 0, OP_TEXT, 1, "0123456789012345678901234567890123456789", 40);
+    assert_int_equal(feed_buf(f, b), 0);
+    chat_buf_reset(b);
+    /* a continuation declaring 61 bytes: refused by that declared length as soon as wslay
+     * reports the frame (with its first payload byte), not after 61 bytes */
+    put_header(b, 1, 0, OP_CONT, 1, 61);
+    put_payload(b, 1, "a", 1, 0);
+    feed_buf(f, b);
+    expect_close_sent(f, GW_CLOSE_TOO_BIG);
+    assert_int_equal(f->nmsgs, 0);
+}
+
+static void test_control_frames_between_fragments_do_not_count(void **state)
+{
+    fixture_t *f = *state; /* limit 100 */
+    chat_buf_t *b = &f->in[0];
+    char p[100];
+
+    memset(p, 'x', sizeof(p));
+    put_frame(b, 0, 0, OP_TEXT, 1, p, 50);
+    put_simple(b, OP_PING, p, sizeof(p));
+    put_frame(b, 1, 0, OP_CONT, 1, p, 50);
+    assert_int_equal(feed_buf(f, b), 0);
+    assert_int_equal(f->nmsgs, 1);
+    assert_msg(f, 0, 0, p, 100);
+    assert_int_equal(f->npongs, 1);
+}
+
+/* ---- output: whole control frames, one per call ------------------------------------------ */
+
+static void test_many_pings_in_one_feed_give_whole_pongs(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t *b = &f->in[0];
+    frame_t frames[MAX_FRAMES];
+
+    for (int i = 0; i < 40; i++) {
+        char payload[8];
+        int n = snprintf(payload, sizeof(payload), "p%d", i);
+        put_simple(b, OP_PING, payload, (size_t)n);
+    }
+    assert_int_equal(feed_buf(f, b), 0);
+    assert_int_equal(f->nsends, 40);
+    assert_int_equal(f->npongs, 40);
+    assert_int_equal(decode_frames(&f->out, frames, MAX_FRAMES), 40);
+    for (int i = 0; i < 40; i++) {
+        char payload[8];
+        int n = snprintf(payload, sizeof(payload), "p%d", i);
+        assert_int_equal(frames[i].opcode, OP_PONG);
+        assert_int_equal(frames[i].len, (size_t)n);
+        assert_memory_equal(frames[i].payload, payload, (size_t)n);
+    }
+}
+
+static void test_close_from_send_handler_follows_the_pong(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t *b = &f->in[0];
+    frame_t frames[MAX_FRAMES];
+
+    f->close_on_pong = 1; /* the pong did not fit in the send queue: a slow consumer */
+    put_simple(b, OP_PING, "a", 1);
+    put_simple(b, OP_PING, "b", 1);
+    put_simple(b, OP_TEXT, "later", 5);
+    int rc = feed_buf(f, b);
+    assert_true(rc == CHAT_ECLOSED || gw_ws_closing(f->ws));
+    assert_int_equal(decode_frames(&f->out, frames, MAX_FRAMES), 2);
+    assert_int_equal(frames[0].opcode, OP_PONG);
+    assert_memory_equal(frames[0].payload, "a", 1);
+    expect_close_sent(f, 4002);
+    assert_int_equal(f->nmsgs, 0);
+    gw_ws_close_info_t ci;
+    gw_ws_close_info(f->ws, &ci);
+    assert_int_equal(ci.by, GW_WS_CLOSER_US);
+    assert_int_equal(ci.code, 4002);
+}
+
+/* ---- who closed first, and why ----------------------------------------------------------- */
+
+static void expect_info(const fixture_t *f, gw_ws_closer_t by, uint16_t code, const char *reason)
+{
+    gw_ws_close_info_t ci;
+    gw_ws_close_info(f->ws, &ci);
+    assert_int_equal(ci.by, by);
+    assert_int_equal(ci.code, code);
+    if (reason == NULL)
+        assert_null(ci.reason);
+    else
+        assert_string_equal(ci.reason, reason);
+}
+
+static void test_close_info_open(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t *b = &f->in[0];
+
+    expect_info(f, GW_WS_CLOSER_NONE, 0, NULL);
+    put_simple(b, OP_TEXT, "hi", 2);
+    put_simple(b, OP_PING, "", 0);
+    assert_int_equal(feed_buf(f, b), 0);
+    expect_info(f, GW_WS_CLOSER_NONE, 0, NULL);
+}
+
+static void test_close_info_of_our_refusals(void **state)
+{
+    fixture_t *f = *state; /* limit 100 */
+    chat_buf_t *b = &f->in[0];
+    char big[101];
+
+    memset(big, 'x', sizeof(big));
+    put_frame(b, 1, 0, OP_TEXT, 0, "x", 1); /* unmasked */
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_PROTOCOL, "protocol error");
+
+    fixture_reset(f);
+    put_header(b, 1, 0, OP_PING, 1, 126); /* refused by wslay's frame layer */
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_PROTOCOL, "protocol error");
+
+    fixture_reset(f);
+    put_simple(b, OP_TEXT, "\xFF", 1);
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_BAD_DATA, "invalid UTF-8");
+
+    fixture_reset(f);
+    put_simple(b, OP_TEXT, big, sizeof(big)); /* one frame over the limit (wslay's check) */
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_TOO_BIG, "message too big");
+
+    fixture_reset(f);
+    put_frame(b, 0, 0, OP_TEXT, 1, big, 60);
+    put_frame(b, 1, 0, OP_CONT, 1, big, 41); /* the sum over it (ours) */
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_TOO_BIG, "message too big");
+
+    fixture_reset(f);
+    put_simple(b, OP_CLOSE, "\x03", 1); /* a one-byte close body */
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_PROTOCOL, "protocol error");
+
+    fixture_reset(f);
+    put_close(b, 999, ""); /* a code that may not be sent */
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_PROTOCOL, "protocol error");
+
+    fixture_reset(f);
+    gw_ws_close(f->ws, GW_CLOSE_POLICY, "the caller's reason");
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_POLICY, NULL);
+}
+
+static void test_close_info_of_peer_closes(void **state)
+{
+    fixture_t *f = *state;
+    chat_buf_t *b = &f->in[0];
+
+    put_close(b, 3000, "bye");
+    assert_int_equal(feed_buf(f, b), CHAT_ECLOSED);
+    expect_info(f, GW_WS_CLOSER_PEER, 3000, NULL);
+    gw_ws_close(f->ws, GW_CLOSE_GOING_AWAY, "too late"); /* the peer was first */
+    expect_info(f, GW_WS_CLOSER_PEER, 3000, NULL);
+
+    fixture_reset(f);
+    put_simple(b, OP_CLOSE, "", 0);
+    assert_int_equal(feed_buf(f, b), CHAT_ECLOSED);
+    expect_info(f, GW_WS_CLOSER_PEER, GW_CLOSE_NO_STATUS, NULL);
+    assert_int_equal(gw_ws_peer_close_code(f->ws), 0); /* on the wire: no code */
+
+    fixture_reset(f);
+    gw_ws_close(f->ws, GW_CLOSE_GOING_AWAY, "shutdown"); /* ours first, the peer answers */
+    put_close(b, 1000, "");
+    feed_buf(f, b);
+    expect_info(f, GW_WS_CLOSER_US, GW_CLOSE_GOING_AWAY, NULL);
+}
+
 /* ---- gw_ws_encode ------------------------------------------------------------------------ */
 
 static void check_encode(int binary, size_t n, const unsigned char *want_hdr, size_t hl)
@@ -1268,6 +1513,15 @@ int main(void)
         T(test_close_reason_truncated_to_123),
         T(test_no_messages_after_our_close),
         T(test_close_after_peer_close_sends_nothing_more),
+        TS(test_one_byte_fragments_up_to_the_limit),
+        TS(test_one_byte_fragment_past_the_limit_closes_1009),
+        TS(test_fragment_refused_by_its_declared_length),
+        TS(test_control_frames_between_fragments_do_not_count),
+        T(test_many_pings_in_one_feed_give_whole_pongs),
+        T(test_close_from_send_handler_follows_the_pong),
+        T(test_close_info_open),
+        TS(test_close_info_of_our_refusals),
+        T(test_close_info_of_peer_closes),
         cmocka_unit_test(test_encode_length_0),
         cmocka_unit_test(test_encode_length_125),
         cmocka_unit_test(test_encode_length_126),
