@@ -70,7 +70,8 @@ static const opt_t options[] = {
     {"max-header-bytes", OPT_UINT, "8192", "N",
      "largest HTTP request head; larger gets 431", FIELD(max_header_bytes), 1024, 1048576},
     {"handshake-timeout", OPT_DURATION, "10s", "DURATION",
-     "time to complete the upgrade request; slower clients get 408 and are disconnected",
+     "time to complete the upgrade request (and an admin request); slower clients get 408 and "
+     "are disconnected",
      FIELD(handshake_timeout_ms), 100, 600000},
     {"allowed-origins", OPT_ORIGINS, "", "ORIGINS",
      "comma list of origins (https://chat.example.com) or https://*.example.com patterns "
@@ -137,6 +138,10 @@ static const opt_t options[] = {
     {"admin-listen", OPT_ADMIN, "127.0.0.1:9090", "HOST:PORT",
      "operators' listener: /healthz, /readyz, /metrics (never the public one); empty: none",
      FIELD(admin_listen), 0, 0},
+    {"admin-max-connections", OPT_UINT, "16", "N",
+     "connections the admin listener serves at once (each gets --handshake-timeout to send its "
+     "request); beyond, a new one gets 503 and is closed",
+     FIELD(admin_max_connections), 1, 10000},
     {"log-format", OPT_ENUM, "auto", "auto|json|text",
      "log records on stdout: one JSON object per line, or text; auto: JSON unless stdout is a "
      "terminal",

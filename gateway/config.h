@@ -44,6 +44,7 @@ typedef struct gw_config {
     /* operability (docs/operations.md) */
     char *admin_listen; /* empty: no admin listener */
     struct sockaddr_storage admin_addr;
+    uint64_t admin_max_connections; /* admin connections served at once (503 beyond) */
     char *log_format;   /* "auto", "json", "text" */
     char *log_level;    /* "error", "warn", "info", "debug" */
     double log_sample_messages; /* 0..1 */

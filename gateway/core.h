@@ -84,6 +84,8 @@ typedef struct gw_stats {
     uint64_t handshake_rejected[600];   /* HTTP refusals by status */
     uint64_t auth_failures[GW_AUTHFAIL_N];
     uint64_t connections_opened, connections_closed;
+    uint64_t accept_errors[GW_LISTENER_N][GW_ACCEPT_N]; /* connections a listener did not take */
+    uint64_t admin_refused[GW_ADMIN_REFUSED_N];         /* admin connections refused, by reason */
 } gw_stats_t;
 
 /* One user's state shared by all its connections on this node. */

@@ -3,8 +3,9 @@
  * geometrically, never past r->_max bytes) and examined once, so any split of the input costs
  * O(n) in total. While parsing, results hold lengths and the private fields hold offsets; the
  * chat_str_t views are resolved against the final buffer when the head completes, so a realloc
- * never leaves them dangling. Then routing + RFC 6455 checks, the accept key (OpenSSL EVP) and
- * the response builders. No I/O here, and no JSON: refusal bodies come from envelope.c. */
+ * never leaves them dangling. Then the framing checks (Host, no body), routing + RFC 6455
+ * checks, the accept key (OpenSSL EVP) and the response builders. No I/O here, and no JSON: refusal
+ * bodies come from envelope.c. */
 #include "http_upgrade.h"
 
 #include <limits.h>
@@ -310,6 +311,134 @@ static chat_str_t trim_ows(const char *p, size_t n)
     return chat_str(p, n);
 }
 
+/* ---- framing (RFC 9110 7.2 and 8.6, RFC 9112 3.2 and 6) ---- */
+
+static int is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* RFC 3986 unreserved / sub-delims: what a reg-name holds besides pct-encoded */
+static int is_reg_name_char(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+/* Host = uri-host [ ":" port ]: a reg-name (pct-encoding allowed), an IPv4 address (a reg-name
+ * by its characters) or an IPv6 literal in brackets; port = *DIGIT. An http URI has a host, so
+ * the empty value is refused as well. */
+static int host_valid(chat_str_t h)
+{
+    size_t i = 0, n = h.len;
+    if (n == 0)
+        return 0;
+    if (h.p[0] == '[') {
+        for (i = 1; i < n && h.p[i] != ']'; i++)
+            if (!is_hex((unsigned char)h.p[i]) && h.p[i] != ':' && h.p[i] != '.')
+                return 0;
+        if (i == n || i == 1)
+            return 0;
+        i++; /* the ']' */
+    } else {
+        for (; i < n && h.p[i] != ':'; i++) {
+            unsigned char c = (unsigned char)h.p[i];
+            if (c == '%') {
+                if (n - i < 3 || !is_hex((unsigned char)h.p[i + 1]) ||
+                    !is_hex((unsigned char)h.p[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!is_reg_name_char(c)) {
+                return 0;
+            }
+        }
+        if (i == 0)
+            return 0;
+    }
+    if (i == n)
+        return 1;
+    if (h.p[i] != ':')
+        return 0;
+    for (i++; i < n; i++)
+        if (h.p[i] < '0' || h.p[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* Every Content-Length value (each header line may be a comma list) must be 1*DIGIT and all of
+ * them the same number. Returns 0 with *value (the digits without leading zeros; len 0: the value
+ * 0), and *seen = whether there was one; or -1 (invalid) / -2 (two different values). */
+static int content_length(const gw_http_req_t *r, chat_str_t *value, int *seen)
+{
+    const chat_str_t name = CHAT_LIT("content-length");
+    *seen = 0;
+    *value = CHAT_STR_NULL;
+    for (unsigned k = 0; k < r->nheaders; k++) {
+        if (!chat_str_caseeq(r->headers[k].name, name))
+            continue;
+        chat_str_t v = r->headers[k].value;
+        size_t start = 0;
+        for (size_t j = 0; j <= v.len; j++) {
+            if (j < v.len && v.p[j] != ',')
+                continue;
+            chat_str_t item = trim_ows(v.p + start, j - start);
+            start = j + 1;
+            if (item.len == 0)
+                return -1;
+            for (size_t d = 0; d < item.len; d++)
+                if (item.p[d] < '0' || item.p[d] > '9')
+                    return -1;
+            while (item.len > 0 && item.p[0] == '0') { /* compare numbers, not spellings */
+                item.p++;
+                item.len--;
+            }
+            if (*seen && !chat_str_eq(item, *value))
+                return -2;
+            *value = item;
+            *seen = 1;
+        }
+    }
+    return 0;
+}
+
+int gw_http_req_check_framing(const gw_http_req_t *r, const char **message)
+{
+    const chat_str_t host = CHAT_LIT("host");
+    unsigned nhost = 0;
+    chat_str_t host_value = CHAT_STR_NULL, cl;
+    int has_cl;
+    *message = NULL;
+    if (r->_state != ST_DONE) {
+        *message = "incomplete request";
+        return CHAT_EMALFORMED;
+    }
+    for (unsigned k = 0; k < r->nheaders; k++)
+        if (chat_str_caseeq(r->headers[k].name, host) && nhost++ == 0)
+            host_value = r->headers[k].value;
+    if (nhost == 0 && r->version_minor >= 1)
+        *message = "missing Host header";
+    else if (nhost > 1)
+        *message = "more than one Host header";
+    else if (nhost == 1 && !host_valid(host_value))
+        *message = "invalid Host header";
+    if (*message != NULL)
+        return CHAT_EMALFORMED;
+
+    int rc = content_length(r, &cl, &has_cl);
+    if (gw_http_req_header(r, CHAT_LIT("transfer-encoding")).p != NULL)
+        *message = has_cl || rc != 0 ? "Content-Length together with Transfer-Encoding"
+                                     : "Transfer-Encoding is not accepted: requests here have "
+                                       "no body";
+    else if (rc == -1)
+        *message = "invalid Content-Length";
+    else if (rc == -2)
+        *message = "conflicting Content-Length values";
+    else if (has_cl && cl.len != 0)
+        *message = "a request body is not accepted (Content-Length must be 0)";
+    return *message != NULL ? CHAT_EMALFORMED : 0;
+}
+
 /* A "bearer.<token>" item of any Sec-WebSocket-Protocol header. */
 static int token_from_subprotocol(const gw_http_req_t *r, chat_str_t *token)
 {
@@ -393,9 +522,10 @@ static int refuse(gw_upgrade_t *out, int status, const char *error, const char *
 int gw_upgrade_check(const gw_http_req_t *r, gw_upgrade_t *out)
 {
     const chat_str_t chat_prefix = CHAT_LIT("/chat/");
+    const char *framing;
     memset(out, 0, sizeof(*out));
-    if (r->_state != ST_DONE)
-        return refuse(out, 400, "bad_request", "incomplete request");
+    if (gw_http_req_check_framing(r, &framing) != 0)
+        return refuse(out, 400, "bad_request", framing);
 
     int is_get = chat_str_eq(r->method, CHAT_LIT("GET"));
     if (chat_str_eq(r->path, CHAT_LIT("/"))) {

@@ -1,5 +1,6 @@
 /* gateway/http_upgrade.h - the HTTP/1.1 side of the WebSocket handshake, pure (no I/O):
  *  - an incremental request-head parser (feed any split of bytes, one at a time included),
+ *  - RFC 9112 framing checks for requests without a body (gw_http_req_check_framing),
  *  - routing and RFC 6455 checks of a parsed request (gw_upgrade_check),
  *  - the Sec-WebSocket-Accept computation (SHA-1 + base64 from OpenSSL),
  *  - builders for the 101 answer and for refusals.
@@ -61,6 +62,15 @@ chat_str_t gw_http_req_header(const gw_http_req_t *r, chat_str_t name);
  * (case-insensitive, optional whitespace around items), else 0. */
 int gw_http_req_has_token(const gw_http_req_t *r, chat_str_t name, chat_str_t token);
 
+/* The framing of a complete request (RFC 9110 7.2, 8.6; RFC 9112 3.2, 6.1-6.3). No request this
+ * gateway serves has a body (an upgrade's bytes after the head are WebSocket frames), so the
+ * checks refuse, in this order: a missing Host in HTTP/1.1, more than one Host, a Host that is not
+ * uri-host [":" port]; any Transfer-Encoding (with a Content-Length too: request smuggling); a
+ * Content-Length that is not digits (a comma list of equal values counts as one), two different
+ * Content-Length values, or one other than 0. Returns 0, or CHAT_EMALFORMED with *message (a
+ * static sentence for the 400 answer). Used by gw_upgrade_check() and by the admin listener. */
+int gw_http_req_check_framing(const gw_http_req_t *r, const char **message);
+
 typedef enum gw_token_carrier {
     GW_TOKEN_NONE = 0,
     GW_TOKEN_SUBPROTOCOL, /* a "bearer.<token>" item in Sec-WebSocket-Protocol */
@@ -91,7 +101,8 @@ typedef struct gw_upgrade {
 } gw_upgrade_t;
 
 /* Routes a complete request and runs the RFC 6455 checks, in this order (the first failure
- * answers): unknown path 404 (an upgrade to "/" included), method 405, room name 400,
+ * answers): the framing (gw_http_req_check_framing) 400, unknown path 404 (an upgrade to "/"
+ * included), method 405, room name 400,
  * Upgrade/Connection pair and HTTP/1.1 400, Sec-WebSocket-Version 13 426, Sec-WebSocket-Key
  * (base64 of 16 bytes) 400. Returns 0 (out->route says what to do) or CHAT_EINVAL (out->status,
  * out->error, out->message say how to refuse). */

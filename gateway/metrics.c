@@ -112,6 +112,34 @@ static void render_limits(gw_server_t *srv, chat_buf_t *b)
     }
 }
 
+static void render_listeners(gw_server_t *srv, chat_buf_t *b)
+{
+    static const char *const listeners[GW_LISTENER_N] = {"public", "admin"};
+    static const char *const accept_errors[GW_ACCEPT_N] = {"fd_limit", "emfile", "enfile", "other"};
+    static const char *const refusals[GW_ADMIN_REFUSED_N] = {"max_connections", "timeout",
+                                                             "bad_request"};
+    const gw_stats_t *st = &srv->stats;
+    char l[64];
+    gw__metrics_family(b, "chat_accept_errors_total", "counter",
+                       "Connections a listener did not take: no file descriptor left after the "
+                       "accept (fd_limit: answered 503), or accept() failed.");
+    for (size_t i = 0; i < GW_LISTENER_N; i++)
+        for (size_t r = 0; r < GW_ACCEPT_N; r++) {
+            snprintf(l, sizeof(l), "listener=\"%s\",reason=\"%s\"", listeners[i], accept_errors[r]);
+            gw__metrics_sample(b, "chat_accept_errors_total", l, st->accept_errors[i][r]);
+        }
+    gw__metrics_family(b, "chat_admin_connections", "gauge",
+                       "Connections open on the admin listener.");
+    gw__metrics_sample(b, "chat_admin_connections", NULL, srv->admin.nconns);
+    gw__metrics_family(b, "chat_admin_refused_total", "counter",
+                       "Admin connections refused: over --admin-max-connections (503), no "
+                       "request within --handshake-timeout (408), bad request (400, 431).");
+    for (size_t r = 0; r < GW_ADMIN_REFUSED_N; r++) {
+        snprintf(l, sizeof(l), "reason=\"%s\"", refusals[r]);
+        gw__metrics_sample(b, "chat_admin_refused_total", l, st->admin_refused[r]);
+    }
+}
+
 static void render_process(gw_server_t *srv, chat_buf_t *b)
 {
     broker_stats_t bs;
@@ -155,6 +183,7 @@ void gw__metrics_render(gw_server_t *srv, chat_buf_t *out)
 {
     render_connections(srv, out);
     render_limits(srv, out);
+    render_listeners(srv, out);
     render_process(srv, out);
     if (srv->app->render_metrics)
         srv->app->render_metrics(srv, out);

@@ -39,11 +39,10 @@ static void on_ip_sweep(uv_timer_t *t)
 static void on_connection(uv_stream_t *l, int status)
 {
     gw_server_t *srv = l->data;
-    if (status != 0) {
-        CHAT_LOG(CHAT_LOG_WARN, "accept failed", CHAT_KV_C("reason", uv_strerror(status)));
-        return;
-    }
-    gw__session_accept(srv);
+    /* a failed accept, or one that took the descriptors kept for the admin listener: counted,
+     * logged and (the latter) answered 503 by the guard */
+    if (gw__admin_guard_accept(srv, l, GW_LISTENER_PUBLIC, status))
+        gw__session_accept(srv);
 }
 
 static void on_broker_message(void *ctx, chat_str_t topic, chat_str_t data)
@@ -201,6 +200,7 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg, 
     uv_prepare_init(loop, &srv->flusher);
     srv->flusher.data = srv;
     uv_prepare_start(&srv->flusher, on_flush);
+    gw__admin_init(srv); /* the accept guard's spare descriptor, before the listeners */
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
     srv->listener_open = 1;

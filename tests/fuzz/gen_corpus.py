@@ -62,7 +62,8 @@ http("upgrade_then_frame", req() + bytes([0x81, 0x85, 1, 2, 3, 4]) + bytes(
 http("upgrade_query", req("/ws?token=abc.def&x=?y"))
 http("upgrade_bare_lf", req(eol="\n"), chunks=b"\x05\x05\x05")
 http("upgrade_lowercase_ows",
-     b"GET /ws HTTP/1.1\r\nupgrade:websocket\r\nconnection: \t upgrade \t\r\n"
+     b"GET /ws HTTP/1.1\r\nhost:chat.example:80\r\nupgrade:websocket\r\n"
+     b"connection: \t upgrade \t\r\n"
      b"sec-websocket-key:   " + KEY.encode() + b"\r\nsec-websocket-version:13\r\nX-Empty:\r\n"
      b"X-Obs: caf\xe9\r\n\r\n")
 http("demo_page", req("/", headers=[("Host", "chat.example"), ("Accept", "text/html")]))
@@ -77,6 +78,17 @@ http("refuse_short_key_400", req(headers=std_headers(**{"Sec-WebSocket-Key": "ab
 http("refuse_http10_400", req(version="1.0"))
 http("refuse_room_name_400", req("/chat/bad!room"))
 http("refuse_room_too_long_400", req("/chat/" + "r" * 65))
+http("refuse_no_host_400", req(headers=std_headers(Host=None)))
+http("refuse_two_hosts_400", req(headers=std_headers() + [("host", "chat.example")]))
+http("refuse_bad_host_400", req(headers=std_headers(Host="chat.example/x")))
+http("refuse_body_400", req(headers=std_headers(**{"Content-Length": "5"})) + b"hello")
+http("refuse_content_length_conflict_400", req(headers=std_headers(
+    **{"Content-Length": "0, 5"})))
+http("refuse_transfer_encoding_400", req(headers=std_headers(
+    **{"Transfer-Encoding": "chunked"})) + b"0\r\n\r\n", chunks=MIXED)
+http("refuse_cl_and_te_400", req(headers=std_headers(
+    **{"Content-Length": "4", "Transfer-Encoding": "chunked"})) + b"0\r\n\r\n")
+http("upgrade_content_length_0", req(headers=std_headers(**{"Content-Length": "0"})))
 http("oversized_head_431", req(headers=std_headers(**{"X-Pad": "p" * 9000})))
 http("small_limit_431", req(), limit=2, chunks=MIXED)
 http("too_many_headers_431", req(headers=[(f"X-H{i}", str(i)) for i in range(65)]))

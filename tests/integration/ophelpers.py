@@ -48,6 +48,9 @@ FAMILIES = {
     "chat_build_info": "gauge",
     "chat_process_resident_memory_bytes": "gauge",
     "chat_process_open_fds": "gauge",
+    "chat_accept_errors_total": "counter",
+    "chat_admin_connections": "gauge",
+    "chat_admin_refused_total": "counter",
 }
 
 RECEIVED_TYPES = ("invalid", "join", "leave", "chat", "typing", "ping", "refresh")
@@ -120,21 +123,31 @@ def check_ready(status, body):
 
 
 # ---- Prometheus text format 0.0.4 ---------------------------------------------------------------
+# https://prometheus.io/docs/instrumenting/exposition_formats/ ("Text format details"), read
+# strictly: the gateway writes the format, so anything a lenient scraper would merely tolerate is
+# an error here.
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_NAME_RE = re.compile(rf"^{_NAME}$")
 _SAMPLE_RE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?$")
 _LABEL_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
-_HELP_RE = re.compile(rf"^# HELP ({_NAME}) (.*)$")
+_HELP_RE = re.compile(rf"^# HELP ({_NAME})(?: (.*))?$")
 _TYPE_RE = re.compile(rf"^# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)$")
+_FLOAT_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+# the sample names a family of each type may have, as suffixes of the family name
+_SUFFIXES = {"counter": ("",), "gauge": ("",), "untyped": ("",),
+             "histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
 
 
-def _unescape(v):
+def _unescape(v, allowed='\\"n', what="label value"):
     out, i = [], 0
     while i < len(v):
         c = v[i]
         if c == "\\":
+            assert i + 1 < len(v), f"a lone backslash at the end of the {what} {v!r}"
             nxt = v[i + 1]
-            assert nxt in '\\"n', f"bad escape \\{nxt} in label value {v!r}"
+            assert nxt in allowed, f"bad escape \\{nxt} in {what} {v!r}"
             out.append("\n" if nxt == "n" else nxt)
             i += 2
         else:
@@ -151,6 +164,7 @@ def _parse_labels(text, line):
         m = _LABEL_RE.match(text, pos)
         assert m, f"bad label set in {line!r}"
         name, value = m.group(1), _unescape(m.group(2))
+        assert not name.startswith("__"), f"reserved label name {name} in {line!r}"
         assert name not in labels, f"label {name} twice in {line!r}"
         labels[name] = value
         pos = m.end()
@@ -161,29 +175,43 @@ def _parse_labels(text, line):
 
 
 def _value(s, line):
+    """A sample value: a Go ParseFloat number, +Inf, -Inf or NaN."""
     if s in ("+Inf", "Inf"):
         return math.inf
     if s == "-Inf":
         return -math.inf
     if s == "NaN":
         return math.nan
-    try:
-        return float(s)
-    except ValueError:
-        raise AssertionError(f"bad sample value in {line!r}") from None
+    assert _FLOAT_RE.match(s), f"bad sample value {s!r} in {line!r}"
+    return float(s)
 
 
 class Metrics:
-    """A parsed scrape. .families: name -> {"help", "type"}; .samples: (name, labels tuple) ->
-    value, in the order of the text."""
+    """A parsed scrape, checked strictly (the assertion names the offending line):
+    - every line is a # HELP, a # TYPE or a sample; no blank, padded or other comment lines;
+    - metric and label names are valid, label names do not start with "__", label values use
+      only the escapes \\\\, \\" and \\n, HELP texts only \\\\ and \\n;
+    - each family has one # HELP and one # TYPE, both before its first sample, and its lines are
+      one contiguous block: a family is never declared twice;
+    - a sample's name is its family's (histograms: _bucket, _sum, _count only; summaries: the
+      name, _sum, _count), and no series (name + label set) appears twice;
+    - counters and the _bucket/_count of histograms and summaries are numbers >= 0, sums are
+      numbers (never NaN);
+    - each histogram series has numeric, increasing `le` buckets whose counts are cumulative,
+      a le="+Inf" bucket equal to its _count, and a _sum; `le` appears on buckets only.
+    .families: name -> {"help", "type"}; .samples: (name, labels tuple) -> value, in the order
+    of the text."""
 
     def __init__(self, text):
         self.text = text
         self.families = {}
         self.samples = {}
+        self._sampled = set()  # families whose first sample was seen
         self._parse(text)
+        self._check_histograms()
 
     def _family_of(self, name):
+        """The declared family a sample name belongs to, or None."""
         if name in self.families:
             return name
         for suffix in ("_bucket", "_sum", "_count"):
@@ -194,31 +222,36 @@ class Metrics:
 
     def _parse(self, text):
         assert text.endswith("\n"), "the exposition does not end with a newline"
-        current = None  # the family whose samples may follow
+        current = None  # the family whose lines may follow
         done = set()  # families whose block ended (a family must be one contiguous block)
+
+        def start(name, line):
+            nonlocal current
+            assert _NAME_RE.match(name), f"bad metric name in {line!r}"
+            assert name not in done, f"{name} declared again after its block ended: {line!r}"
+            if current and current != name:
+                done.add(current)
+            current = name
+
         for line in text.split("\n")[:-1]:
             assert line.strip() == line and line, f"blank or padded line {line!r}"
             if line.startswith("#"):
                 m = _HELP_RE.match(line)
                 if m:
                     name = m.group(1)
-                    assert name not in done and "help" not in self.families.get(name, {}), \
-                        f"second # HELP for {name}"
-                    if current and current != name:
-                        done.add(current)
-                    current = name
-                    self.families.setdefault(name, {})["help"] = m.group(2)
+                    start(name, line)
+                    fam = self.families.setdefault(name, {})
+                    assert "help" not in fam, f"second # HELP for {name}"
+                    assert name not in self._sampled, f"# HELP {name} after its samples"
+                    fam["help"] = _unescape(m.group(2) or "", "\\n", f"HELP text of {name}")
                     continue
                 m = _TYPE_RE.match(line)
                 assert m, f"comment line that is neither # HELP nor # TYPE: {line!r}"
                 name = m.group(1)
+                start(name, line)
                 fam = self.families.setdefault(name, {})
                 assert "type" not in fam, f"second # TYPE for {name}"
-                assert not any(self._family_of(n) == name for n, _ in self.samples), \
-                    f"# TYPE {name} after its samples"
-                if current and current != name:
-                    done.add(current)
-                current = name
+                assert name not in self._sampled, f"# TYPE {name} after its samples"
                 fam["type"] = m.group(2)
                 continue
             m = _SAMPLE_RE.match(line)
@@ -227,11 +260,53 @@ class Metrics:
             fam = self._family_of(name)
             assert fam is not None and "type" in self.families[fam], \
                 f"sample {name} before (or without) its # TYPE line"
+            assert "help" in self.families[fam], f"sample {name} before its # HELP line"
             assert fam == current and fam not in done, f"samples of {fam} are not contiguous"
+            ftype = self.families[fam]["type"]
+            assert name[len(fam):] in _SUFFIXES[ftype], \
+                f"sample {name} does not belong to the {ftype} {fam}"
+            self._sampled.add(fam)
             labels = _parse_labels(labels_text or "", line)
             key = (name, tuple(sorted(labels.items())))
             assert key not in self.samples, f"duplicate series {line!r}"
-            self.samples[key] = _value(value, line)
+            v = _value(value, line)
+            if ftype == "counter" or (ftype in ("histogram", "summary")
+                                      and name.endswith(("_bucket", "_count"))):
+                assert not math.isnan(v) and v >= 0, f"{ftype} sample {v} in {line!r}"
+            if name.endswith("_sum") and ftype in ("histogram", "summary"):
+                assert not math.isnan(v), f"{ftype} sum {v} in {line!r}"
+            if ftype == "histogram":
+                assert ("le" in labels) == name.endswith("_bucket"), \
+                    f"`le` must be on the buckets of {fam} and only there: {line!r}"
+                if "le" in labels:
+                    _value(labels["le"], line)
+            self.samples[key] = v
+        for name, fam in self.families.items():
+            assert "help" in fam and "type" in fam, f"{name} lacks its # HELP or # TYPE line"
+
+    def _check_histograms(self):
+        for fam, info in self.families.items():
+            if info["type"] != "histogram":
+                continue
+            series = {}  # label set without le -> {"buckets": [(le, v)], "count", "sum"}
+            for (name, labels), v in self.samples.items():
+                if self._family_of(name) != fam:
+                    continue
+                rest = tuple((k, x) for k, x in labels if k != "le")
+                s = series.setdefault(rest, {"buckets": []})
+                if name.endswith("_bucket"):
+                    s["buckets"].append((_value(dict(labels)["le"], name), v))
+                else:
+                    s[name[len(fam) + 1:]] = v
+            for rest, s in series.items():
+                where = f"histogram {fam}{dict(rest) or ''}"
+                assert "count" in s and "sum" in s, f"{where}: no _count or _sum"
+                b = sorted(s["buckets"])
+                assert b and b[-1][0] == math.inf, f"{where}: no le=\"+Inf\" bucket"
+                for (le1, v1), (le2, v2) in zip(b, b[1:]):
+                    assert v1 <= v2, f"{where}: bucket le={le2} ({v2}) < le={le1} ({v1})"
+                assert b[-1][1] == s["count"], \
+                    f"{where}: le=\"+Inf\" bucket {b[-1][1]} != _count {s['count']}"
 
     def get(self, name, default=0.0, **labels):
         """The value of one series (default when the series is absent)."""

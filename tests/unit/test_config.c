@@ -785,6 +785,7 @@ static void test_operability_defaults(void **state)
     load(&r, NOARGS, NOENV);
     assert_int_equal(r.rc, GW_CONFIG_OK);
     assert_string_equal(r.cfg.admin_listen, "127.0.0.1:9090");
+    assert_int_equal(r.cfg.admin_max_connections, 16);
     assert_string_equal(r.cfg.log_format, "auto");
     assert_string_equal(r.cfg.log_level, "info");
     assert_true(r.cfg.log_sample_messages > 0.0099 && r.cfg.log_sample_messages < 0.0101);
@@ -807,6 +808,32 @@ static void test_operability_values(void **state)
     assert_string_equal(r.cfg.log_level, "debug");
     assert_true(r.cfg.log_sample_messages == 1.0);
     done(&r);
+}
+
+static void test_admin_max_connections(void **state)
+{
+    run_t r;
+    load(&r, ARGS("--admin-max-connections", "2"), NOENV);
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_int_equal(r.cfg.admin_max_connections, 2);
+    done(&r);
+    load(&r, NOARGS, ARGS("CHAT_ADMIN_MAX_CONNECTIONS=10000"));
+    assert_int_equal(r.rc, GW_CONFIG_OK);
+    assert_int_equal(r.cfg.admin_max_connections, 10000);
+    done(&r);
+    load(&r, ARGS("--admin-max-connections=3"), ARGS("CHAT_ADMIN_MAX_CONNECTIONS=7"));
+    assert_int_equal(r.cfg.admin_max_connections, 3); /* the flag wins */
+    done(&r);
+    static const char *const bad[] = {"0", "10001", "-1", "x", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        load(&r, ARGS("--admin-max-connections", bad[i]), NOENV);
+        if (r.rc != GW_CONFIG_EXIT_BAD)
+            fail_msg("--admin-max-connections '%s' accepted", bad[i]);
+        assert_non_null(strstr(r.err, "--admin-max-connections"));
+        assert_non_null(strstr(r.err, "CHAT_ADMIN_MAX_CONNECTIONS"));
+        assert_non_null(strstr(r.err, "from 1 to 10000"));
+        done(&r);
+    }
 }
 
 static void test_operability_refusals(void **state)
@@ -890,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_operability_defaults),
         cmocka_unit_test(test_operability_values),
+        cmocka_unit_test(test_admin_max_connections),
         cmocka_unit_test(test_operability_refusals),
         cmocka_unit_test(test_drain_delay_must_be_shorter_than_timeout),
     };

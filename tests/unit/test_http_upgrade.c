@@ -262,6 +262,7 @@ static void test_trailing_websocket_bytes(void **state)
 static void test_lf_only_line_endings(void **state)
 {
     static const char text[] = "GET /chat/lobby HTTP/1.1\n"
+                               "Host: x\n"
                                "Upgrade: websocket\n"
                                "Connection: Upgrade\r\n" /* mixed is fine too */
                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n"
@@ -274,9 +275,9 @@ static void test_lf_only_line_endings(void **state)
     assert_int_equal(gw_http_req_feed(&r, text, len), (int)head);
     assert_str(r.path, "/chat/lobby");
     assert_null(r.query.p);
-    assert_int_equal(r.nheaders, 5);
-    assert_str(r.headers[4].name, "Empty");
-    assert_str(r.headers[4].value, "");
+    assert_int_equal(r.nheaders, 6);
+    assert_str(r.headers[5].name, "Empty");
+    assert_str(r.headers[5].value, "");
     assert_int_equal(parse_bytewise(&b, text, head, MAX_HEAD), 1);
     assert_same_request(&r, &b);
 
@@ -583,7 +584,7 @@ static void test_check_demo_route(void **state)
     assert_int_equal(check_text("GET /?x=1 HTTP/1.0\r\n\r\n", &u), 0);
     assert_int_equal(u.route, GW_ROUTE_DEMO);
     /* Connection: upgrade alone is not an Upgrade header */
-    assert_int_equal(check_text("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n", &u), 0);
+    assert_int_equal(check_text("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n", &u), 0);
     assert_int_equal(u.route, GW_ROUTE_DEMO);
 }
 
@@ -637,7 +638,7 @@ static void test_check_subprotocol(void **state)
 static void test_check_header_variants_accepted(void **state)
 {
     gw_upgrade_t u;
-    assert_int_equal(check_text("GET /ws HTTP/1.1\r\n"
+    assert_int_equal(check_text("GET /ws HTTP/1.1\r\nHost: x\r\n"
                                 "upgrade: WebSocket\r\n"
                                 "connection: keep-alive, Upgrade\r\n"
                                 "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -647,7 +648,7 @@ static void test_check_header_variants_accepted(void **state)
     assert_int_equal(u.route, GW_ROUTE_WS);
     assert_string_equal(u.accept, RFC_ACCEPT);
     /* the tokens may come in separate header lines */
-    assert_int_equal(check_text("GET /ws HTTP/1.1\r\n"
+    assert_int_equal(check_text("GET /ws HTTP/1.1\r\nHost: x\r\n"
                                 "Upgrade: h2c\r\nUpgrade: websocket\r\n"
                                 "Connection: keep-alive\r\nConnection: upgrade\r\n"
                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -669,24 +670,27 @@ static void test_refuse_unknown_path_404(void **state)
     }
     /* "/" is the demo page, never an upgrade endpoint */
     assert_refusal("GET / HTTP/1.1\r\n" GOOD_HEADERS "\r\n", 404, "not_found", NULL);
-    assert_refusal("GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n", 404, "not_found", NULL);
+    assert_refusal("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n", 404, "not_found", NULL);
 }
 
 static void test_refuse_unknown_path_before_method(void **state)
 {
-    assert_refusal("POST /favicon.ico HTTP/1.1\r\n\r\n", 404, "not_found", NULL);
+    assert_refusal("POST /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", NULL);
     assert_refusal("DELETE /chat HTTP/1.1\r\n" GOOD_HEADERS "\r\n", 404, "not_found", NULL);
-    assert_refusal("POST / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 404, "not_found", NULL);
+    assert_refusal("POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 404, "not_found",
+                   NULL);
 }
 
 static void test_refuse_method_405(void **state)
 {
     assert_refusal("POST /ws HTTP/1.1\r\n" GOOD_HEADERS "\r\n", 405, "method_not_allowed", NULL);
     assert_refusal("get /ws HTTP/1.1\r\n" GOOD_HEADERS "\r\n", 405, "method_not_allowed", NULL);
-    assert_refusal("HEAD / HTTP/1.1\r\n\r\n", 405, "method_not_allowed", NULL);
-    assert_refusal("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "method_not_allowed", NULL);
+    assert_refusal("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed", NULL);
+    assert_refusal("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405,
+                   "method_not_allowed", NULL);
     /* method before room name and before the upgrade headers */
-    assert_refusal("PUT /chat/bad%room HTTP/1.1\r\n\r\n", 405, "method_not_allowed", NULL);
+    assert_refusal("PUT /chat/bad%room HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed",
+                   NULL);
 }
 
 static void test_refuse_room_name_400(void **state)
@@ -709,24 +713,24 @@ static void test_refuse_upgrade_pair_400(void **state)
 {
     static const char *const bad[] = {
         /* no Upgrade */
-        "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\n"
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         /* Upgrade without websocket */
-        "GET /ws HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         /* no Connection */
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n"
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         /* Connection without upgrade */
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         /* the tokens swapped between the headers */
-        "GET /ws HTTP/1.1\r\nUpgrade: upgrade\r\nConnection: websocket\r\n"
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: upgrade\r\nConnection: websocket\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         /* HTTP/1.0 */
         "GET /ws HTTP/1.0\r\n" GOOD_HEADERS "\r\n",
         /* before the version (426) and the key checks */
-        "GET /chat/lobby HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        "GET /chat/lobby HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_refusal(bad[i], 400, "bad_request", NULL);
@@ -738,15 +742,16 @@ static void test_refuse_version_426(void **state)
     char buf[512];
     for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
         FMT(buf,
-            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             "Sec-WebSocket-Version: %s\r\n\r\n",
             versions[i]);
         assert_refusal(buf, 426, "upgrade_required", NULL);
     }
     /* missing, and before the key check */
-    assert_refusal("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 426,
-                   "upgrade_required", NULL);
+    assert_refusal(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 426,
+        "upgrade_required", NULL);
 }
 
 static void test_refuse_key_400(void **state)
@@ -767,38 +772,166 @@ static void test_refuse_key_400(void **state)
     char buf[512];
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         FMT(buf,
-            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
             keys[i]);
         assert_refusal(buf, 400, "bad_request", NULL);
     }
-    assert_refusal("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    assert_refusal("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n",
                    400, "bad_request", NULL);
     /* other valid 16-byte keys pass */
     gw_upgrade_t u;
-    assert_int_equal(check_text("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
-                                "Sec-WebSocket-Version: 13\r\n\r\n",
-                                &u),
-                     0);
-    assert_int_equal(check_text("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                "Sec-WebSocket-Key: +/+/+/+/+/+/+/+/+/+/+w==\r\n"
-                                "Sec-WebSocket-Version: 13\r\n\r\n",
-                                &u),
-                     0);
+    assert_int_equal(
+        check_text("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n",
+                   &u),
+        0);
+    assert_int_equal(
+        check_text("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: +/+/+/+/+/+/+/+/+/+/+w==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n",
+                   &u),
+        0);
 }
 
 static void test_refusal_messages(void **state)
 {
     /* the exact texts clients and logs see for the room and upgrade-pair rules */
-    assert_refusal("GET /chat/ HTTP/1.1\r\n\r\n", 400, "bad_request", "invalid room name");
-    assert_refusal("GET /ws HTTP/1.1\r\n\r\n", 400, "bad_request",
+    assert_refusal("GET /chat/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request",
+                   "invalid room name");
+    assert_refusal("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request",
                    "expected Upgrade: websocket and Connection: Upgrade");
     assert_refusal("GET /ws HTTP/1.0\r\n" GOOD_HEADERS "\r\n", 400, "bad_request",
                    "WebSocket upgrades need HTTP/1.1");
-    assert_refusal("GET /nope HTTP/1.1\r\n\r\n", 404, "not_found", "unknown path");
-    assert_refusal("POST /ws HTTP/1.1\r\n\r\n", 405, "method_not_allowed", "only GET is allowed");
+    assert_refusal("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", "unknown path");
+    assert_refusal("POST /ws HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed",
+                   "only GET is allowed");
+}
+
+/* ---- framing (RFC 9110 / 9112): Host, and no body on any request ------------------------- */
+
+/* The framing verdict of `text` as gw_http_req_check_framing and gw_upgrade_check see it. */
+static void assert_framing(const char *text, const char *message)
+{
+    gw_http_req_t r;
+    const char *why = "unset";
+    assert_true(parse_whole(&r, text, MAX_HEAD) == (int)strlen(text));
+    int rc = gw_http_req_check_framing(&r, &why);
+    gw_http_req_dispose(&r);
+    if (message == NULL) {
+        if (rc != 0)
+            fail_msg("refused (%s): %s", why, text);
+        assert_null(why);
+        return;
+    }
+    if (rc != CHAT_EMALFORMED)
+        fail_msg("accepted: %s", text);
+    assert_string_equal(why, message);
+    assert_refusal(text, 400, "bad_request", message);
+}
+
+#define NO_HOST                                                                                    \
+    "Upgrade: websocket\r\n"                                                                       \
+    "Connection: Upgrade\r\n"                                                                      \
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                                              \
+    "Sec-WebSocket-Version: 13\r\n"
+
+static void test_framing_accepted(void **state)
+{
+    static const char *const hosts[] = {
+        "x",          "chat.example.com", "chat.example.com:8080", "127.0.0.1:1", "[::1]",
+        "[::1]:8080", "[::ffff:1.2.3.4]", "xn--bcher-kva.example", "a%41b",       "host:",
+        "a_b~c-d.e",  "!$&'()*+,;=",
+    };
+    char buf[512];
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        FMT(buf, "GET /ws HTTP/1.1\r\nHost: %s\r\n" NO_HOST "\r\n", hosts[i]);
+        assert_framing(buf, NULL);
+        gw_upgrade_t u;
+        assert_int_equal(check_text(buf, &u), 0);
+    }
+    /* HTTP/1.0 needs no Host (the demo page) */
+    assert_framing("GET / HTTP/1.0\r\n\r\n", NULL);
+    /* Content-Length 0, however spelled, declares no body */
+    assert_framing("GET /ws HTTP/1.1\r\n" GOOD_HEADERS "Content-Length: 0\r\n\r\n", NULL);
+    assert_framing("GET /ws HTTP/1.1\r\n" GOOD_HEADERS "content-length: 00\r\n"
+                   "Content-Length: 0, 0\r\n\r\n",
+                   NULL);
+    gw_upgrade_t u;
+    assert_int_equal(
+        check_text("GET /ws HTTP/1.1\r\n" GOOD_HEADERS "Content-Length: 0\r\n\r\n", &u), 0);
+    assert_int_equal(u.route, GW_ROUTE_WS);
+}
+
+static void test_refuse_host_400(void **state)
+{
+    static const char *const bad[] = {
+        "",     "a b",     "a/b", "a@b", "a?b",     "a#b", "[::1",  "[]",   "[::1]x", "[::g]",
+        "h:8a", "h:80:80", "%zz", "%4",  "caf\xe9", ":80", "\"x\"", "a\tb", "[v1.x]", "h\\x",
+    };
+    char buf[512];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        FMT(buf, "GET /ws HTTP/1.1\r\nHost: %s\r\n" NO_HOST "\r\n", bad[i]);
+        assert_framing(buf, "invalid Host header");
+    }
+    assert_framing("GET /ws HTTP/1.1\r\n" NO_HOST "\r\n", "missing Host header");
+    /* every route, and before the path and method checks */
+    assert_framing("GET / HTTP/1.1\r\n\r\n", "missing Host header");
+    assert_framing("GET /nope HTTP/1.1\r\n\r\n", "missing Host header");
+    assert_framing("POST /ws HTTP/1.1\r\n\r\n", "missing Host header");
+    /* two Host lines, even equal ones, and in HTTP/1.0 too */
+    assert_framing("GET /ws HTTP/1.1\r\nHost: x\r\n" NO_HOST "host: x\r\n\r\n",
+                   "more than one Host header");
+    assert_framing("GET /ws HTTP/1.1\r\nHost: a\r\nHost: b\r\n" NO_HOST "\r\n",
+                   "more than one Host header");
+    assert_framing("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", "more than one Host header");
+    assert_framing("GET / HTTP/1.0\r\nHost: a b\r\n\r\n", "invalid Host header");
+}
+
+static void test_refuse_body_400(void **state)
+{
+    static const char *const te = "Transfer-Encoding is not accepted: requests here have no body";
+    static const char *const both = "Content-Length together with Transfer-Encoding";
+    static const char *const body = "a request body is not accepted (Content-Length must be 0)";
+    static const char *const invalid = "invalid Content-Length";
+    static const char *const conflict = "conflicting Content-Length values";
+    static const struct {
+        const char *headers, *message;
+    } cases[] = {
+        {"Transfer-Encoding: chunked\r\n", te},
+        {"Transfer-Encoding: identity\r\n", te},
+        {"transfer-encoding: gzip, chunked\r\n", te},
+        {"Transfer-Encoding:\r\n", te},
+        {"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", both},
+        {"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", both},
+        {"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", both},
+        {"Content-Length: x\r\nTransfer-Encoding: chunked\r\n", both},
+        {"Content-Length: 5\r\n", body},
+        {"Content-Length: 1, 1\r\n", body},
+        {"Content-Length: 18446744073709551616\r\n", body},
+        {"Content-Length: 5\r\nContent-Length: 6\r\n", conflict},
+        {"Content-Length: 5, 6\r\n", conflict},
+        {"Content-Length: 0\r\nContent-Length: 1\r\n", conflict},
+        {"Content-Length: 0, 00, 1\r\n", conflict},
+        {"Content-Length: abc\r\n", invalid},
+        {"Content-Length:\r\n", invalid},
+        {"Content-Length: -1\r\n", invalid},
+        {"Content-Length: +5\r\n", invalid},
+        {"Content-Length: 0x10\r\n", invalid},
+        {"Content-Length: 5 5\r\n", invalid},
+        {"Content-Length: 5,\r\n", invalid},
+        {"Content-Length: 5\r\nContent-Length: x\r\n", invalid},
+    };
+    char buf[512];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        FMT(buf, "GET /ws HTTP/1.1\r\n" GOOD_HEADERS "%s\r\n", cases[i].headers);
+        assert_framing(buf, cases[i].message);
+        /* any route, method or version: the framing is checked first */
+        FMT(buf, "POST /nope HTTP/1.0\r\n%s\r\n", cases[i].headers);
+        assert_framing(buf, cases[i].message);
+    }
 }
 
 /* ---- builders ---------------------------------------------------------------------------- */
@@ -988,6 +1121,9 @@ int main(void)
         cmocka_unit_test(test_refuse_version_426),
         cmocka_unit_test(test_refuse_key_400),
         cmocka_unit_test(test_refusal_messages),
+        cmocka_unit_test(test_framing_accepted),
+        cmocka_unit_test(test_refuse_host_400),
+        cmocka_unit_test(test_refuse_body_400),
         cmocka_unit_test(test_build_101),
         cmocka_unit_test(test_build_refusals),
         cmocka_unit_test(test_build_refusal_status_lines),
