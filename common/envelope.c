@@ -20,6 +20,7 @@
 #include "err.h"
 #include "names.h"
 #include "str.h"
+#include "utf8.h"
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
@@ -689,47 +690,6 @@ void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *messa
 /* 2^53: the largest magnitude a double holds exactly; NumericDates beyond it are refused. */
 #define JWT_DATE_LIMIT 9007199254740992.0
 
-/* 1 when p[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
- * above U+10FFFF). */
-static int utf8_valid(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned char c = p[i];
-        size_t len;
-        unsigned char lo = 0x80, hi = 0xbf; /* range of the first continuation byte */
-
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            if (c == 0xe0)
-                lo = 0xa0;
-            else if (c == 0xed)
-                hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            if (c == 0xf0)
-                lo = 0x90;
-            else if (c == 0xf4)
-                hi = 0x8f;
-        } else {
-            return 0;
-        }
-        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
-            return 0;
-        for (size_t k = 2; k < len; k++)
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-        i += len;
-    }
-    return 1;
-}
 
 /* 1 when a string in p[0..n) holds the escape \u0000. Escapes exist only inside
  * strings, so a plain scan that skips escaped characters is exact. */
@@ -764,7 +724,7 @@ static int jwt_parse_object(const char *p, size_t n, cJSON **root, const char **
 
     *root = NULL;
     memset(&scratch, 0, sizeof(scratch));
-    if (p != NULL && !utf8_valid((const unsigned char *)p, n)) {
+    if (p != NULL && !chat_utf8_valid((const unsigned char *)p, n)) {
         *why = "not valid UTF-8";
         return CHAT_EBADJSON;
     }
@@ -1131,7 +1091,7 @@ int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t ro
     }
     if (json.len > chat_env_relayed_max_bytes(max_text_bytes))
         return relayed_fail(reason, CHAT_WIRE_R_SIZE);
-    if (json.len > 0 && !utf8_valid((const unsigned char *)json.p, json.len))
+    if (json.len > 0 && !chat_utf8_valid((const unsigned char *)json.p, json.len))
         return relayed_fail(reason, CHAT_WIRE_R_UTF8);
     /* exactly one object, '{' first and '}' last: builders write no whitespace around it */
     memset(&scratch, 0, sizeof(scratch));

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "envelope.h"
+#include "utf8.h"
 
 /* Written by main() once (and by SIGHUP for the level): the only process-wide settings. */
 static chat_log_format_t log_format = CHAT_LOG_TEXT;
@@ -103,32 +104,11 @@ static void write_json(chat_buf_t *b, chat_log_level_t level, const char *msg,
  * controls U+0080-U+009F, bytes that are not well-formed UTF-8), which is written \xNN. */
 static size_t text_plain_len(const unsigned char *s, size_t n, size_t i)
 {
-    unsigned char c = s[i];
-    uint32_t cp, min;
-    size_t len;
-
-    if (c >= 0x20 && c < 0x7f)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, cp = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0; /* ASCII controls, DEL, continuation bytes, 0xc0, 0xc1, 0xf5-0xff */
-    }
-    if (n - i < len)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[i + k] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i + k] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0; /* overlong, beyond Unicode, surrogate */
-    if (cp < 0xa0 || cp == 0x2028 || cp == 0x2029)
-        return 0;
+    uint32_t cp;
+    size_t len = chat_utf8_seq(s, n, i, &cp);
+    if (len == 0 || (len == 1 && (cp < 0x20 || cp == 0x7f)) || (len > 1 && cp < 0xa0) ||
+        cp == 0x2028 || cp == 0x2029)
+        return 0; /* C0 controls, DEL, C1 controls, line/paragraph separators, bad UTF-8 */
     return len;
 }
 
