@@ -46,6 +46,25 @@ int test_loop_run_until(test_loop_t *tl, int (*pred)(void *ctx), void *ctx, uint
     return held;
 }
 
+typedef struct want_count {
+    uint64_t (*count)(void *ctx);
+    void *ctx;
+    uint64_t n;
+} want_count_t;
+
+static int count_reached(void *ctx)
+{
+    want_count_t *w = ctx;
+    return w->count(w->ctx) >= w->n;
+}
+
+int test_loop_run_until_count(test_loop_t *tl, uint64_t (*count)(void *ctx), void *ctx,
+                              uint64_t n, uint64_t timeout_ms)
+{
+    want_count_t w = {count, ctx, n};
+    return test_loop_run_until(tl, count_reached, &w, timeout_ms);
+}
+
 void test_loop_run_for(test_loop_t *tl, uint64_t ms)
 {
     test_loop_run_until(tl, NULL, NULL, ms);
@@ -236,6 +255,36 @@ void test_client_close(test_client_t *c)
 void test_client_free(test_client_t *c)
 {
     chat_buf_free(&c->in);
+}
+
+typedef struct clients {
+    test_client_t *c;
+    size_t n;
+} clients_t;
+
+static int clients_closed(void *ctx)
+{
+    clients_t *w = ctx;
+    for (size_t i = 0; i < w->n; i++)
+        if (!w->c[i].closed)
+            return 0;
+    return 1;
+}
+
+void test_clients_close(test_client_t *c, size_t n)
+{
+    clients_t w = {c, n};
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        test_client_close(&c[i]);
+    assert_true(test_loop_run_until(c[0].tl, clients_closed, &w, 2000));
+}
+
+void test_clients_free(test_client_t *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        test_client_free(&c[i]);
 }
 
 int test_client_is_connected(void *ctx)

@@ -1,10 +1,10 @@
 /* tests/support/test_loop.h - what an in-process test of the core needs around a libuv loop,
- * in the style of libuv's own tests (test/task.h): run the loop until a condition holds or a
- * deadline passes (every run is bounded in time), close every handle and assert
- * uv_loop_close() == 0 at the end; a loopback TCP client on the same loop (connect, write, read
- * into a buffer, stop reading, a tiny SO_RCVBUF); the bytes a WebSocket client sends (the upgrade
- * request, masked frames) and a parser for what a server sends back; a gw_config_t with the
- * defaults and a listener on 127.0.0.1:0, and the port the server got.
+ * in the style of libuv's own tests (test/task.h): run the loop until a condition holds (or a
+ * count reaches n) or a deadline passes (every run is bounded in time), close every handle and
+ * assert uv_loop_close() == 0 at the end; a loopback TCP client on the same loop (connect, write,
+ * read into a buffer, stop reading, a tiny SO_RCVBUF; close a set of them); the bytes a WebSocket
+ * client sends (the upgrade request, masked frames) and a parser for what a server sends back; a
+ * gw_config_t with the defaults and a listener on 127.0.0.1:0, and the port the server got.
  * Assertions are cmocka's: call these from a test body, never from inside a libuv callback. */
 #ifndef CHAT_TESTS_TEST_LOOP_H
 #define CHAT_TESTS_TEST_LOOP_H
@@ -32,6 +32,10 @@ void test_loop_init(test_loop_t *tl);
 /* Runs loop turns until pred(ctx) != 0 (checked before every turn) or timeout_ms have passed.
  * Returns 1 when pred held, 0 at the deadline. */
 int test_loop_run_until(test_loop_t *tl, int (*pred)(void *ctx), void *ctx, uint64_t timeout_ms);
+/* Runs loop turns until count(ctx) >= n (checked before every turn) or timeout_ms have passed.
+ * Returns 1 when the count was reached, 0 at the deadline. */
+int test_loop_run_until_count(test_loop_t *tl, uint64_t (*count)(void *ctx), void *ctx,
+                              uint64_t n, uint64_t timeout_ms);
 /* Runs the loop for ms, whatever happens meanwhile. */
 void test_loop_run_for(test_loop_t *tl, uint64_t ms);
 /* Handles on the loop other than the guard (closing ones included): 0 once everything that
@@ -90,6 +94,11 @@ void test_client_shutdown(test_client_t *c);
 void test_client_close(test_client_t *c);
 /* Frees c->in (after the close callback ran). */
 void test_client_free(test_client_t *c);
+/* test_client_close on c[0..n), then runs the loop until every close callback ran (asserted,
+ * 2 s). */
+void test_clients_close(test_client_t *c, size_t n);
+/* test_client_free on c[0..n). */
+void test_clients_free(test_client_t *c, size_t n);
 /* Predicates for test_loop_run_until (ctx: the client). */
 int test_client_is_connected(void *c);
 int test_client_read_ended(void *c); /* EOF or an error */

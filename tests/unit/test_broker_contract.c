@@ -28,7 +28,9 @@
 #include <uv.h>
 
 #include "broker.h"
+#include "broker_rec.h"
 #include "err.h"
+#include "list.h"
 #include "redis_server.h"
 #include "str.h"
 
@@ -44,92 +46,37 @@ static const backend_t redis_backend = {"redis", 1};
 
 /* ---- fixture: a loop, a broker and a recorder ------------------------------------------- */
 
-#define MAX_EVENTS     4096
 #define BARRIER_PREFIX "contract-barrier-"
 #define UP_WITHIN_MS   5000
 
-typedef struct msg_rec {
-    char *topic, *data;
-    size_t topic_len, data_len;
-} msg_rec_t;
-
-typedef struct fixture fixture_t;
-
-struct fixture {
+/* The recorder (support/broker_rec.h) and what the contract adds to it. */
+typedef struct fixture {
+    test_broker_rec_t r; /* ignore: barrier_ignore */
     const backend_t *be;
-    uv_loop_t loop;
     test_redis_t redis;
-    broker_t *b;
-    int closed;     /* broker_close was called */
-    int in_publish; /* set around broker_publish: a callback seeing it ran synchronously */
-    int sync_calls; /* callbacks that ran inside publish() */
-    size_t nmsgs, npub;
-    msg_rec_t msgs[MAX_EVENTS];
-    uint64_t pub_tags[MAX_EVENTS];
-    int pub_status[MAX_EVENTS];
-    int after_close_calls;      /* handler calls after broker_close */
     unsigned barrier_no;        /* settle(): the current barrier topic */
     size_t barrier_seen;        /* probes of the current barrier topic received */
     size_t want_msgs, want_pub; /* for the run_until() predicates */
-    /* Optional behaviour hooks. */
-    void (*on_msg_hook)(fixture_t *f, chat_str_t topic, chat_str_t data);
-    void (*on_pub_hook)(fixture_t *f, uint64_t tag);
-    int hook_budget;
-};
+} fixture_t;
 
 static void barrier_name(const fixture_t *f, char *out, size_t cap)
 {
     snprintf(out, cap, BARRIER_PREFIX "%u", f->barrier_no);
 }
 
-static void rec_message(void *ctx, chat_str_t topic, chat_str_t data)
+/* Probes are not part of what a case records: counts those of the current barrier topic. */
+static int barrier_ignore(test_broker_rec_t *r, chat_str_t topic)
 {
-    fixture_t *f = ctx;
+    fixture_t *f = chat_container_of(r, fixture_t, r);
     char barrier[48];
 
-    if (f->in_publish)
-        f->sync_calls++;
-    if (f->closed)
-        f->after_close_calls++;
-    if (topic.len >= strlen(BARRIER_PREFIX) &&
-        memcmp(topic.p, BARRIER_PREFIX, strlen(BARRIER_PREFIX)) == 0) {
-        barrier_name(f, barrier, sizeof(barrier));
-        if (chat_str_eq(topic, chat_cstr(barrier)))
-            f->barrier_seen++;
-        return; /* probes are not part of what a case records */
-    }
-    assert_true(f->nmsgs < MAX_EVENTS);
-    msg_rec_t *m = &f->msgs[f->nmsgs++];
-    m->topic = malloc(topic.len + 1);
-    m->data = malloc(data.len + 1);
-    assert_non_null(m->topic);
-    assert_non_null(m->data);
-    if (topic.len)
-        memcpy(m->topic, topic.p, topic.len);
-    if (data.len)
-        memcpy(m->data, data.p, data.len);
-    m->topic[topic.len] = '\0';
-    m->data[data.len] = '\0';
-    m->topic_len = topic.len;
-    m->data_len = data.len;
-    if (f->on_msg_hook)
-        f->on_msg_hook(f, topic, data);
-}
-
-static void rec_published(void *ctx, uint64_t tag, int status, uint64_t receivers)
-{
-    fixture_t *f = ctx;
-
-    if (f->in_publish)
-        f->sync_calls++;
-    if (f->closed)
-        f->after_close_calls++;
-    assert_true(f->npub < MAX_EVENTS);
-    f->pub_tags[f->npub] = tag;
-    f->pub_status[f->npub] = status;
-    f->npub++;
-    if (f->on_pub_hook)
-        f->on_pub_hook(f, tag);
+    if (topic.len < strlen(BARRIER_PREFIX) ||
+        memcmp(topic.p, BARRIER_PREFIX, strlen(BARRIER_PREFIX)) != 0)
+        return 0;
+    barrier_name(f, barrier, sizeof(barrier));
+    if (chat_str_eq(topic, chat_cstr(barrier)))
+        f->barrier_seen++;
+    return 1;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -143,29 +90,29 @@ static int run_until(fixture_t *f, int (*pred)(fixture_t *f), uint64_t ms)
     uv_timer_t tick;
     int ok;
 
-    uv_timer_init(&f->loop, &tick);
+    uv_timer_init(&f->r.loop, &tick);
     uv_timer_start(&tick, on_tick, 10, 10);
-    uint64_t end = uv_now(&f->loop) + ms;
-    for (int i = 0; i < 100000 && !(ok = pred(f)) && uv_now(&f->loop) < end; i++)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    uint64_t end = uv_now(&f->r.loop) + ms;
+    for (int i = 0; i < 100000 && !(ok = pred(f)) && uv_now(&f->r.loop) < end; i++)
+        uv_run(&f->r.loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_run(&f->r.loop, UV_RUN_NOWAIT);
     return ok;
 }
 
 static int is_up(fixture_t *f)
 {
-    return broker_is_up(f->b);
+    return broker_is_up(f->r.b);
 }
 
 static int is_down(fixture_t *f)
 {
-    return !broker_is_up(f->b);
+    return !broker_is_up(f->r.b);
 }
 
 static int got_wanted(fixture_t *f)
 {
-    return f->nmsgs >= f->want_msgs && f->npub >= f->want_pub;
+    return f->r.nmsgs >= f->want_msgs && f->r.npub >= f->want_pub;
 }
 
 static int barrier_back(fixture_t *f)
@@ -179,8 +126,8 @@ static void wait_for(fixture_t *f, size_t msgs, size_t pub)
     f->want_msgs = msgs;
     f->want_pub = pub;
     if (!run_until(f, got_wanted, 10000))
-        fail_msg("%s: %zu/%zu messages and %zu/%zu completions within 10 s", f->be->name, f->nmsgs,
-                 msgs, f->npub, pub);
+        fail_msg("%s: %zu/%zu messages and %zu/%zu completions within 10 s", f->be->name,
+                 f->r.nmsgs, msgs, f->r.npub, pub);
 }
 
 /* Returns once everything asked of the broker so far has taken effect (see the top comment). */
@@ -191,14 +138,14 @@ static void settle(fixture_t *f)
     f->barrier_no++;
     f->barrier_seen = 0;
     barrier_name(f, barrier, sizeof(barrier));
-    assert_int_equal(broker_subscribe(f->b, chat_cstr(barrier)), 0);
+    assert_int_equal(broker_subscribe(f->r.b, chat_cstr(barrier)), 0);
     for (int i = 0; i < 100 && f->barrier_seen == 0; i++) { /* 100 probes, 50 ms apart */
-        assert_int_equal(broker_publish(f->b, chat_cstr(barrier), CHAT_LIT("probe"), 0), 0);
+        assert_int_equal(broker_publish(f->r.b, chat_cstr(barrier), CHAT_LIT("probe"), 0), 0);
         run_until(f, barrier_back, 50);
     }
     if (f->barrier_seen == 0)
         fail_msg("%s: no probe of %s came back within 5 s", f->be->name, barrier);
-    assert_int_equal(broker_unsubscribe(f->b, chat_cstr(barrier)), 0);
+    assert_int_equal(broker_unsubscribe(f->r.b, chat_cstr(barrier)), 0);
 }
 
 static int open_broker(fixture_t *f, const broker_handlers_t *h, broker_t **out)
@@ -208,57 +155,40 @@ static int open_broker(fixture_t *f, const broker_handlers_t *h, broker_t **out)
                            .node_id = "t",
                            .timeout_ms = 2000};
     const char *why = NULL;
-    int rc = broker_open(&f->loop, &cfg, h, out, &why);
+    int rc = broker_open(&f->r.loop, &cfg, h, out, &why);
     if (rc == 0)
         assert_string_equal(broker_kind(*out), f->be->name);
     return rc;
-}
-
-static void close_walk_cb(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
 }
 
 /* Closes the broker if the case did not, then closes any handle left and drains the loop. */
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    int rc;
+    int rc = test_broker_rec_teardown(&f->r);
 
-    if (!f->closed && f->b != NULL) {
-        f->closed = 1;
-        broker_close(f->b);
-    }
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    uv_walk(&f->loop, close_walk_cb, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    rc = uv_loop_close(&f->loop);
     test_redis_stop(&f->redis);
-    for (size_t i = 0; i < f->nmsgs; i++) {
-        free(f->msgs[i].topic);
-        free(f->msgs[i].data);
-    }
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    broker_handlers_t h = {rec_message, rec_published, NULL, NULL};
+    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, NULL};
     const char *problem = NULL;
 
-    if (f == NULL || uv_loop_init(&f->loop) != 0) {
+    if (f == NULL || uv_loop_init(&f->r.loop) != 0) {
         free(f);
         return -1;
     }
     f->be = *state;
     *state = f;
-    h.ctx = f;
+    f->r.ignore = barrier_ignore;
+    h.ctx = &f->r;
     if (f->be->redis && test_redis_start(&f->redis) != 0)
         problem = "cannot start redis-server (is it installed?)";
-    else if (open_broker(f, &h, &f->b) != 0)
+    else if (open_broker(f, &h, &f->r.b) != 0)
         problem = "broker_open failed";
     else if (!run_until(f, is_up, UP_WITHIN_MS))
         problem = "broker not up within 5 s";
@@ -273,35 +203,22 @@ static int setup(void **state)
  * uv_loop_close() and no handler call after the close. */
 static void finish(fixture_t *f)
 {
-    if (!f->closed) {
-        f->closed = 1;
-        broker_close(f->b);
-    }
-    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&f->loop), 0);
-    assert_int_equal(f->after_close_calls, 0);
-    assert_int_equal(uv_loop_init(&f->loop), 0); /* teardown closes this fresh, empty loop */
+    test_broker_rec_finish(&f->r);
 }
 
 static int publish(fixture_t *f, const char *topic, const char *data, uint64_t tag)
 {
-    f->in_publish = 1;
-    int rc = broker_publish(f->b, chat_cstr(topic), chat_cstr(data), tag);
-    f->in_publish = 0;
-    return rc;
+    return test_broker_rec_publish(&f->r, topic, data, tag);
 }
 
 static void subscribe(fixture_t *f, const char *topic)
 {
-    assert_int_equal(broker_subscribe(f->b, chat_cstr(topic)), 0);
+    assert_int_equal(broker_subscribe(f->r.b, chat_cstr(topic)), 0);
 }
 
 static void assert_msg(const fixture_t *f, size_t i, const char *topic, const char *data)
 {
-    assert_true(i < f->nmsgs);
-    assert_string_equal(f->msgs[i].topic, topic);
-    assert_int_equal(f->msgs[i].data_len, strlen(data));
-    assert_string_equal(f->msgs[i].data, data);
+    test_broker_rec_assert_msg(&f->r, i, topic, data);
 }
 
 /* The broker can no longer take publications: memory:// only once closed, Redis when the server
@@ -309,8 +226,8 @@ static void assert_msg(const fixture_t *f, size_t i, const char *topic, const ch
 static void go_down(fixture_t *f)
 {
     if (!f->be->redis) {
-        f->closed = 1;
-        broker_close(f->b); /* the object lives until its handle's close callback */
+        f->r.closed = 1;
+        broker_close(f->r.b); /* the object lives until its handle's close callback */
         return;
     }
     test_redis_stop(&f->redis);
@@ -329,13 +246,13 @@ static void test_publish_never_calls_back_synchronously(void **state)
     for (uint64_t t = 1; t <= 10; t++)
         assert_int_equal(publish(f, "room", "hello", t), 0);
     assert_int_equal(publish(f, "room", "untagged", 0), 0);
-    assert_int_equal(f->nmsgs, 0);
-    assert_int_equal(f->npub, 0);
+    assert_int_equal(f->r.nmsgs, 0);
+    assert_int_equal(f->r.npub, 0);
     wait_for(f, 11, 10);
     settle(f);
-    assert_int_equal(f->sync_calls, 0);
-    assert_int_equal(f->nmsgs, 11);
-    assert_int_equal(f->npub, 10);
+    assert_int_equal(f->r.sync_calls, 0);
+    assert_int_equal(f->r.nmsgs, 11);
+    assert_int_equal(f->r.npub, 10);
     finish(f);
 }
 
@@ -343,14 +260,14 @@ static void test_open_copies_handlers(void **state)
 {
     fixture_t *f = *state;
     broker_handlers_t *h = malloc(sizeof(*h));
-    broker_t *own = f->b, *b = NULL;
+    broker_t *own = f->r.b, *b = NULL;
 
     assert_non_null(h);
-    *h = (broker_handlers_t){rec_message, rec_published, NULL, f};
+    *h = (broker_handlers_t){test_broker_rec_message, test_broker_rec_published, NULL, &f->r};
     assert_int_equal(open_broker(f, h, &b), 0);
     memset(h, 0, sizeof(*h));
     free(h); /* the broker must have its own copy */
-    f->b = b;
+    f->r.b = b;
     assert_true(run_until(f, is_up, UP_WITHIN_MS));
     subscribe(f, "t");
     settle(f);
@@ -358,7 +275,7 @@ static void test_open_copies_handlers(void **state)
     wait_for(f, 1, 1);
     assert_msg(f, 0, "t", "x");
     broker_close(b);
-    f->b = own;
+    f->r.b = own;
     finish(f);
 }
 
@@ -373,11 +290,11 @@ static void test_own_publications_are_received(void **state)
     assert_int_equal(publish(f, "room", "mine", 5), 0);
     wait_for(f, 1, 1);
     settle(f);
-    assert_int_equal(f->nmsgs, 1); /* once: local delivery is not a special case */
+    assert_int_equal(f->r.nmsgs, 1); /* once: local delivery is not a special case */
     assert_msg(f, 0, "room", "mine");
-    assert_int_equal(f->npub, 1);
-    assert_true(f->pub_tags[0] == 5);
-    assert_int_equal(f->pub_status[0], 0);
+    assert_int_equal(f->r.npub, 1);
+    assert_true(f->r.pub_tags[0] == 5);
+    assert_int_equal(f->r.pub_status[0], 0);
     finish(f);
 }
 
@@ -394,7 +311,7 @@ static void test_subscribed_topic_receives_in_publish_order(void **state)
     }
     wait_for(f, 1000, 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1000);
+    assert_int_equal(f->r.nmsgs, 1000);
     for (int i = 0; i < 1000; i++) {
         snprintf(data, sizeof(data), "msg-%d", i);
         assert_msg(f, (size_t)i, "room", data);
@@ -414,7 +331,7 @@ static void test_interleaved_topics_keep_order(void **state)
     assert_int_equal(publish(f, "c", "lost", 0), 0);
     assert_int_equal(publish(f, "a", "3", 0), 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 3);
+    assert_int_equal(f->r.nmsgs, 3);
     assert_msg(f, 0, "a", "1");
     assert_msg(f, 1, "b", "2");
     assert_msg(f, 2, "a", "3");
@@ -433,7 +350,7 @@ static void test_unsubscribed_topic_gets_nothing(void **state)
     assert_int_equal(publish(f, "roo", "x", 0), 0);
     assert_int_equal(publish(f, "room", "yes", 0), 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "room", "yes");
     finish(f);
 }
@@ -445,7 +362,7 @@ static void test_no_subscription_gets_nothing(void **state)
     assert_int_equal(publish(f, "room", "x", 1), 0);
     wait_for(f, 0, 1);
     settle(f);
-    assert_int_equal(f->nmsgs, 0);
+    assert_int_equal(f->r.nmsgs, 0);
     finish(f);
 }
 
@@ -456,12 +373,12 @@ static void test_data_is_copied_at_publish(void **state)
 
     subscribe(f, "room");
     settle(f);
-    assert_int_equal(broker_publish(f->b, chat_str(topic, 4), chat_str(data, 8), 0), 0);
+    assert_int_equal(broker_publish(f->r.b, chat_str(topic, 4), chat_str(data, 8), 0), 0);
     memcpy(topic, "XXXX", 4);
     memcpy(data, "changed!", 8);
     wait_for(f, 1, 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "room", "original");
     finish(f);
 }
@@ -471,18 +388,18 @@ static void test_binary_and_empty_data(void **state)
     fixture_t *f = *state;
     static const char bin[] = {'a', '\0', 'b', '\xFF', '\0'};
 
-    assert_int_equal(broker_subscribe(f->b, chat_str("t\0x", 3)), 0);
+    assert_int_equal(broker_subscribe(f->r.b, chat_str("t\0x", 3)), 0);
     settle(f);
-    assert_int_equal(broker_publish(f->b, chat_str("t\0x", 3), chat_str(bin, 5), 0), 0);
-    assert_int_equal(broker_publish(f->b, chat_str("t\0x", 3), CHAT_LIT(""), 0), 0);
-    assert_int_equal(broker_publish(f->b, chat_str("t", 1), CHAT_LIT("no"), 0), 0);
+    assert_int_equal(broker_publish(f->r.b, chat_str("t\0x", 3), chat_str(bin, 5), 0), 0);
+    assert_int_equal(broker_publish(f->r.b, chat_str("t\0x", 3), CHAT_LIT(""), 0), 0);
+    assert_int_equal(broker_publish(f->r.b, chat_str("t", 1), CHAT_LIT("no"), 0), 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 2);
-    assert_int_equal(f->msgs[0].topic_len, 3);
-    assert_memory_equal(f->msgs[0].topic, "t\0x", 3);
-    assert_int_equal(f->msgs[0].data_len, 5);
-    assert_memory_equal(f->msgs[0].data, bin, 5);
-    assert_int_equal(f->msgs[1].data_len, 0);
+    assert_int_equal(f->r.nmsgs, 2);
+    assert_int_equal(f->r.msgs[0].topic_len, 3);
+    assert_memory_equal(f->r.msgs[0].topic, "t\0x", 3);
+    assert_int_equal(f->r.msgs[0].data_len, 5);
+    assert_memory_equal(f->r.msgs[0].data, bin, 5);
+    assert_int_equal(f->r.msgs[1].data_len, 0);
     finish(f);
 }
 
@@ -495,11 +412,11 @@ static void test_subscribe_is_idempotent(void **state)
     settle(f);
     assert_int_equal(publish(f, "room", "once", 0), 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1); /* not once per subscribe call */
-    assert_int_equal(broker_unsubscribe(f->b, CHAT_LIT("room")), 0);
+    assert_int_equal(f->r.nmsgs, 1); /* not once per subscribe call */
+    assert_int_equal(broker_unsubscribe(f->r.b, CHAT_LIT("room")), 0);
     assert_int_equal(publish(f, "room", "none", 0), 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1); /* one unsubscribe undoes any number of subscribes */
+    assert_int_equal(f->r.nmsgs, 1); /* one unsubscribe undoes any number of subscribes */
     finish(f);
 }
 
@@ -507,15 +424,15 @@ static void test_unsubscribe_is_idempotent(void **state)
 {
     fixture_t *f = *state;
 
-    assert_int_equal(broker_unsubscribe(f->b, CHAT_LIT("never")), 0);
+    assert_int_equal(broker_unsubscribe(f->r.b, CHAT_LIT("never")), 0);
     subscribe(f, "room");
-    assert_int_equal(broker_unsubscribe(f->b, CHAT_LIT("room")), 0);
-    assert_int_equal(broker_unsubscribe(f->b, CHAT_LIT("room")), 0);
+    assert_int_equal(broker_unsubscribe(f->r.b, CHAT_LIT("room")), 0);
+    assert_int_equal(broker_unsubscribe(f->r.b, CHAT_LIT("room")), 0);
     subscribe(f, "room"); /* and a topic can be subscribed again */
     settle(f);
     assert_int_equal(publish(f, "room", "back", 0), 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "room", "back");
     finish(f);
 }
@@ -536,13 +453,13 @@ static void test_completions_in_publish_order_once_per_tag(void **state)
     wait_for(f, ntags, nwant);
     settle(f); /* and a while longer: still once each, never for tag 0 */
     settle(f);
-    assert_int_equal(f->npub, nwant);
-    for (size_t i = 0; i < f->npub; i++) {
-        assert_true(f->pub_tags[i] == want[i]);
-        assert_int_equal(f->pub_status[i], 0);
+    assert_int_equal(f->r.npub, nwant);
+    for (size_t i = 0; i < f->r.npub; i++) {
+        assert_true(f->r.pub_tags[i] == want[i]);
+        assert_int_equal(f->r.pub_status[i], 0);
     }
-    assert_int_equal(f->nmsgs, ntags);
-    assert_int_equal(f->sync_calls, 0);
+    assert_int_equal(f->r.nmsgs, ntags);
+    assert_int_equal(f->r.sync_calls, 0);
     finish(f);
 }
 
@@ -555,12 +472,12 @@ static void test_on_published_without_subscribers(void **state)
     assert_int_equal(publish(f, "nobody", "y", 12), 0);
     wait_for(f, 0, 2);
     settle(f);
-    assert_int_equal(f->npub, 2);
-    assert_true(f->pub_tags[0] == 11);
-    assert_true(f->pub_tags[1] == 12);
-    assert_int_equal(f->pub_status[0], 0);
-    assert_int_equal(f->pub_status[1], 0);
-    assert_int_equal(f->nmsgs, 0);
+    assert_int_equal(f->r.npub, 2);
+    assert_true(f->r.pub_tags[0] == 11);
+    assert_true(f->r.pub_tags[1] == 12);
+    assert_int_equal(f->r.pub_status[0], 0);
+    assert_int_equal(f->r.pub_status[1], 0);
+    assert_int_equal(f->r.nmsgs, 0);
     finish(f);
 }
 
@@ -574,13 +491,13 @@ static void test_unsubscribe_drops_later_deliveries(void **state)
     settle(f);
     assert_int_equal(publish(f, "room", "before", 0), 0);
     settle(f);
-    assert_int_equal(broker_unsubscribe(f->b, CHAT_LIT("room")), 0);
+    assert_int_equal(broker_unsubscribe(f->r.b, CHAT_LIT("room")), 0);
     assert_int_equal(publish(f, "room", "after", 1), 0);
     wait_for(f, 0, 1); /* the publication itself still completes */
     settle(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "room", "before");
-    assert_int_equal(f->npub, 1);
+    assert_int_equal(f->r.npub, 1);
     finish(f);
 }
 
@@ -593,20 +510,20 @@ static void test_unsubscribe_drops_queued_messages(void **state)
     settle(f);
     assert_int_equal(publish(f, "room", "queued", 1), 0);
     assert_int_equal(publish(f, "keep", "kept", 2), 0);
-    assert_int_equal(broker_unsubscribe(f->b, CHAT_LIT("room")), 0); /* before any loop turn */
+    assert_int_equal(broker_unsubscribe(f->r.b, CHAT_LIT("room")), 0); /* before any loop turn */
     wait_for(f, 1, 2);
     settle(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "keep", "kept");
-    assert_int_equal(f->npub, 2);
+    assert_int_equal(f->r.npub, 2);
     finish(f);
 }
 
-static void unsubscribe_hook(fixture_t *f, chat_str_t topic, chat_str_t data)
+static void unsubscribe_hook(test_broker_rec_t *r, chat_str_t topic, chat_str_t data)
 {
     /* On the first message, leave the room: the rest must not arrive. */
-    if (f->hook_budget-- > 0)
-        assert_int_equal(broker_unsubscribe(f->b, topic), 0);
+    if (r->hook_budget-- > 0)
+        assert_int_equal(broker_unsubscribe(r->b, topic), 0);
 }
 
 static void test_unsubscribe_from_handler_drops_the_rest(void **state)
@@ -615,14 +532,14 @@ static void test_unsubscribe_from_handler_drops_the_rest(void **state)
 
     subscribe(f, "room");
     settle(f);
-    f->on_msg_hook = unsubscribe_hook;
-    f->hook_budget = 1;
+    f->r.on_msg_hook = unsubscribe_hook;
+    f->r.hook_budget = 1;
     assert_int_equal(publish(f, "room", "1", 0), 0);
     assert_int_equal(publish(f, "room", "2", 0), 0);
     assert_int_equal(publish(f, "room", "3", 0), 0);
     wait_for(f, 1, 0);
     settle(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "room", "1");
     finish(f);
 }
@@ -636,18 +553,18 @@ static void test_publish_while_down_returns_ebroker_without_callback(void **stat
     subscribe(f, "room");
     settle(f);
     go_down(f);
-    assert_int_equal(broker_is_up(f->b), 0);
+    assert_int_equal(broker_is_up(f->r.b), 0);
     assert_int_equal(publish(f, "room", "x", 1), CHAT_EBROKER);
     assert_int_equal(publish(f, "room", "y", 0), CHAT_EBROKER);
-    assert_int_equal(f->sync_calls, 0);
+    assert_int_equal(f->r.sync_calls, 0);
     if (f->be->redis) { /* still open: give a wrong callback the time to show up */
         f->want_pub = 1;
         f->want_msgs = 1;
         assert_false(run_until(f, got_wanted, 500));
     }
     finish(f);
-    assert_int_equal(f->npub, 0); /* an error from publish means no callback */
-    assert_int_equal(f->nmsgs, 0);
+    assert_int_equal(f->r.npub, 0); /* an error from publish means no callback */
+    assert_int_equal(f->r.nmsgs, 0);
 }
 
 /* ---- broker_close ----------------------------------------------------------------------- */
@@ -661,30 +578,22 @@ static void test_close_drops_pending_without_callbacks(void **state)
     for (uint64_t t = 1; t <= 100; t++)
         assert_int_equal(publish(f, "room", "pending payload that must be freed", t), 0);
     finish(f);
-    assert_int_equal(f->nmsgs, 0);
-    assert_int_equal(f->npub, 0);
+    assert_int_equal(f->r.nmsgs, 0);
+    assert_int_equal(f->r.npub, 0);
 }
 
 static void test_close_reports_down_and_refuses_publish(void **state)
 {
     fixture_t *f = *state;
 
-    assert_int_equal(broker_is_up(f->b), 1);
-    f->closed = 1;
-    broker_close(f->b);
+    assert_int_equal(broker_is_up(f->r.b), 1);
+    f->r.closed = 1;
+    broker_close(f->r.b);
     /* The object lives until its handles' close callbacks: it may still be asked. */
-    assert_int_equal(broker_is_up(f->b), 0);
-    assert_int_equal(broker_publish(f->b, CHAT_LIT("room"), CHAT_LIT("x"), 1), CHAT_EBROKER);
+    assert_int_equal(broker_is_up(f->r.b), 0);
+    assert_int_equal(broker_publish(f->r.b, CHAT_LIT("room"), CHAT_LIT("x"), 1), CHAT_EBROKER);
     finish(f);
-    assert_int_equal(f->npub, 0);
-}
-
-static void close_msg_hook(fixture_t *f, chat_str_t topic, chat_str_t data)
-{
-    if (!f->closed) {
-        f->closed = 1;
-        broker_close(f->b);
-    }
+    assert_int_equal(f->r.npub, 0);
 }
 
 static void test_close_from_on_message_runs_no_handler_afterwards(void **state)
@@ -693,23 +602,15 @@ static void test_close_from_on_message_runs_no_handler_afterwards(void **state)
 
     subscribe(f, "room");
     settle(f);
-    f->on_msg_hook = close_msg_hook;
+    f->r.on_msg_hook = test_broker_rec_close_on_msg;
     assert_int_equal(publish(f, "room", "1", 1), 0);
     assert_int_equal(publish(f, "room", "2", 2), 0);
     assert_int_equal(publish(f, "room", "3", 3), 0);
     wait_for(f, 1, 0); /* the first message closes the broker */
     finish(f);
-    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->r.nmsgs, 1);
     assert_msg(f, 0, "room", "1");
-    assert_in_range(f->npub, 0, 3); /* Redis: replies and messages come on two connections */
-}
-
-static void close_pub_hook(fixture_t *f, uint64_t tag)
-{
-    if (!f->closed) {
-        f->closed = 1;
-        broker_close(f->b);
-    }
+    assert_in_range(f->r.npub, 0, 3); /* Redis: replies and messages come on two connections */
 }
 
 static void test_close_from_on_published_runs_no_handler_afterwards(void **state)
@@ -718,14 +619,14 @@ static void test_close_from_on_published_runs_no_handler_afterwards(void **state
 
     subscribe(f, "room");
     settle(f);
-    f->on_pub_hook = close_pub_hook;
+    f->r.on_pub_hook = test_broker_rec_close_on_pub;
     assert_int_equal(publish(f, "room", "1", 1), 0);
     assert_int_equal(publish(f, "room", "2", 2), 0);
     wait_for(f, 0, 1); /* the first completion closes the broker */
     finish(f);
-    assert_int_equal(f->npub, 1);
-    assert_true(f->pub_tags[0] == 1);
-    assert_in_range(f->nmsgs, 0, 2);
+    assert_int_equal(f->r.npub, 1);
+    assert_true(f->r.pub_tags[0] == 1);
+    assert_in_range(f->r.nmsgs, 0, 2);
 }
 
 static void test_close_with_subscriptions_frees_everything(void **state)

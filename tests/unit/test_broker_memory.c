@@ -17,36 +17,13 @@
 #include <uv.h>
 
 #include "broker.h"
+#include "broker_rec.h"
 #include "err.h"
 #include "str.h"
 
-/* ---- fixture: a loop, a broker and a recorder -------------------------------------------- */
+/* ---- fixture: a loop, a broker and a recorder (support/broker_rec.h) ------------------- */
 
-#define MAX_EVENTS 4096
-
-typedef struct msg_rec {
-    char *topic, *data;
-    size_t topic_len, data_len;
-} msg_rec_t;
-
-typedef struct fixture fixture_t;
-
-struct fixture {
-    uv_loop_t loop;
-    broker_t *b;
-    int closed;     /* broker_close was called */
-    int in_publish; /* set around broker_publish: a callback seeing it ran synchronously */
-    int sync_calls; /* callbacks that ran inside publish() */
-    size_t nmsgs, npub;
-    msg_rec_t msgs[MAX_EVENTS];
-    uint64_t pub_tags[MAX_EVENTS];
-    int pub_status[MAX_EVENTS];
-    int after_close_calls; /* handler calls after broker_close */
-    /* Optional behaviour hooks. */
-    void (*on_msg_hook)(fixture_t *f, chat_str_t topic, chat_str_t data);
-    void (*on_pub_hook)(fixture_t *f, uint64_t tag);
-    int hook_budget;
-};
+typedef test_broker_rec_t fixture_t;
 
 /* Opens a broker for url with the defaults the gateway uses. */
 static int open_url(uv_loop_t *loop, const char *url, const broker_handlers_t *h, broker_t **out)
@@ -56,52 +33,10 @@ static int open_url(uv_loop_t *loop, const char *url, const broker_handlers_t *h
     return broker_open(loop, &cfg, h, out, &why);
 }
 
-static void rec_message(void *ctx, chat_str_t topic, chat_str_t data)
-{
-    fixture_t *f = ctx;
-
-    if (f->in_publish)
-        f->sync_calls++;
-    if (f->closed)
-        f->after_close_calls++;
-    assert_true(f->nmsgs < MAX_EVENTS);
-    msg_rec_t *m = &f->msgs[f->nmsgs++];
-    m->topic = malloc(topic.len + 1);
-    m->data = malloc(data.len + 1);
-    assert_non_null(m->topic);
-    assert_non_null(m->data);
-    if (topic.len)
-        memcpy(m->topic, topic.p, topic.len);
-    if (data.len)
-        memcpy(m->data, data.p, data.len);
-    m->topic[topic.len] = '\0';
-    m->data[data.len] = '\0';
-    m->topic_len = topic.len;
-    m->data_len = data.len;
-    if (f->on_msg_hook)
-        f->on_msg_hook(f, topic, data);
-}
-
-static void rec_published(void *ctx, uint64_t tag, int status, uint64_t receivers)
-{
-    fixture_t *f = ctx;
-
-    if (f->in_publish)
-        f->sync_calls++;
-    if (f->closed)
-        f->after_close_calls++;
-    assert_true(f->npub < MAX_EVENTS);
-    f->pub_tags[f->npub] = tag;
-    f->pub_status[f->npub] = status;
-    f->npub++;
-    if (f->on_pub_hook)
-        f->on_pub_hook(f, tag);
-}
-
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    broker_handlers_t h = {rec_message, rec_published, NULL, NULL};
+    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, NULL};
 
     if (f == NULL || uv_loop_init(&f->loop) != 0)
         return -1;
@@ -112,61 +47,29 @@ static int setup(void **state)
     return 0;
 }
 
-static void close_walk_cb(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 /* Closes the broker if the test did not, then closes any handle left and drains the loop. */
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    int rc;
-
-    if (!f->closed) {
-        f->closed = 1;
-        broker_close(f->b);
-    }
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    uv_walk(&f->loop, close_walk_cb, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    rc = uv_loop_close(&f->loop);
-    for (size_t i = 0; i < f->nmsgs; i++) {
-        free(f->msgs[i].topic);
-        free(f->msgs[i].data);
-    }
+    int rc = test_broker_rec_teardown(f);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 /* The end of every test: close the broker, run the loop dry, and require a clean uv_loop_close. */
 static void finish(fixture_t *f)
 {
-    f->closed = 1;
-    broker_close(f->b);
-    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&f->loop), 0);
-    assert_int_equal(f->after_close_calls, 0);
-    assert_int_equal(uv_loop_init(&f->loop), 0); /* teardown closes this fresh, empty loop */
+    test_broker_rec_finish(f);
 }
 
 static int publish(fixture_t *f, const char *topic, const char *data, uint64_t tag)
 {
-    f->in_publish = 1;
-    int rc = broker_publish(f->b, chat_cstr(topic), chat_cstr(data), tag);
-    f->in_publish = 0;
-    return rc;
+    return test_broker_rec_publish(f, topic, data, tag);
 }
-
-/* Runs at most `max` loop iterations without blocking. */
 
 static void assert_msg(const fixture_t *f, size_t i, const char *topic, const char *data)
 {
-    assert_true(i < f->nmsgs);
-    assert_string_equal(f->msgs[i].topic, topic);
-    assert_int_equal(f->msgs[i].data_len, strlen(data));
-    assert_string_equal(f->msgs[i].data, data);
+    test_broker_rec_assert_msg(f, i, topic, data);
 }
 
 /* ---- open -------------------------------------------------------------------------------- */
@@ -174,7 +77,7 @@ static void assert_msg(const fixture_t *f, size_t i, const char *topic, const ch
 static void test_open_memory_urls(void **state)
 {
     fixture_t *f = *state;
-    broker_handlers_t h = {rec_message, rec_published, NULL, f};
+    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, f};
     static const char *const urls[] = {"", "memory://"};
 
     assert_string_equal(broker_kind(f->b), "memory"); /* opened with url NULL in setup */
@@ -193,7 +96,7 @@ static void test_open_memory_urls(void **state)
 static void test_open_unsupported_url(void **state)
 {
     fixture_t *f = *state;
-    broker_handlers_t h = {rec_message, rec_published, NULL, f};
+    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, f};
     broker_t *b = NULL;
 
     assert_int_equal(open_url(&f->loop, "bogus://x", &h, &b), CHAT_EINVAL);
@@ -316,21 +219,13 @@ static void test_endless_republishing_does_not_starve_the_loop(void **state)
 
 /* ---- broker_close ------------------------------------------------------------------------ */
 
-static void close_pub_hook(fixture_t *f, uint64_t tag)
-{
-    if (!f->closed) {
-        f->closed = 1;
-        broker_close(f->b);
-    }
-}
-
 static void test_close_from_on_published_suppresses_delivery(void **state)
 {
     fixture_t *f = *state;
 
     /* In one drain a message completes before it is delivered: closing from its on_published
      * means it is never delivered (Redis answers and delivers on two connections, in any order). */
-    f->on_pub_hook = close_pub_hook;
+    f->on_pub_hook = test_broker_rec_close_on_pub;
     assert_int_equal(broker_subscribe(f->b, CHAT_LIT("room")), 0);
     assert_int_equal(publish(f, "room", "1", 1), 0);
     assert_int_equal(publish(f, "room", "2", 2), 0);

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "broker.h"
+#include "broker_rec.h"
 #include "err.h"
 #include "redis_server.h"
 #include "str.h"
@@ -145,10 +146,7 @@ static int a_completed(fixture_t *f)
 /* broker_publish on node n, recording callbacks that would run inside it. */
 static int publish_on(node_t *n, const char *topic, const char *data, uint64_t tag)
 {
-    n->in_publish = 1;
-    int rc = broker_publish(n->b, chat_cstr(topic), chat_cstr(data), tag);
-    n->in_publish = 0;
-    return rc;
+    return test_broker_publish(n->b, &n->in_publish, topic, data, tag);
 }
 
 /* The CLIENT LIST id of the one connection named name (fails if there is not exactly one). */

@@ -141,21 +141,15 @@ static void finish(fixture_t *f)
 
 /* ---- predicates -------------------------------------------------------------------------- */
 
-typedef struct want {
-    fixture_t *f;
-    size_t n;
-} want_t;
-
-static int client_has(void *ctx)
+/* For test_loop_run_until_count: the bytes the client read, the bytes on_data got. */
+static uint64_t client_bytes(void *ctx)
 {
-    want_t *w = ctx;
-    return w->f->client.in.len >= w->n;
+    return ((fixture_t *)ctx)->client.in.len;
 }
 
-static int conn_has(void *ctx)
+static uint64_t conn_bytes(void *ctx)
 {
-    want_t *w = ctx;
-    return w->f->data.len >= w->n;
+    return ((fixture_t *)ctx)->data.len;
 }
 
 static int write_idle(void *ctx)
@@ -170,8 +164,7 @@ static int end_called(void *ctx)
 
 static void wait_client_bytes(fixture_t *f, size_t n)
 {
-    want_t w = {f, n};
-    assert_true(test_loop_run_until(&f->tl, client_has, &w, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, client_bytes, f, n, 2000));
 }
 
 /* Frames "f00:" .. with distinct lengths: frame i is i+1 bytes of filler after its tag. */
@@ -421,8 +414,7 @@ static void test_pause_above_stops_reading(void **state)
     memset(big, 'p', sizeof(big));
     gw_conn_set_pause_above(&f->conn, 100);
     test_client_write(&f->client, "before", 6);
-    want_t w = {f, 6};
-    assert_true(test_loop_run_until(&f->tl, conn_has, &w, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, conn_bytes, f, 6, 2000));
     chat_rcbuf_t *fr = chat_rcbuf_new(big, sizeof(big));
     gw_conn_send(&f->conn, fr); /* 200 > 100: reading stops now */
     chat_rcbuf_release(fr);
@@ -432,8 +424,7 @@ static void test_pause_above_stops_reading(void **state)
     test_loop_run_for(&f->tl, 100);
     assert_int_equal(f->data.len, 6);
     gw_conn_flush_all(&f->flush_list);
-    w.n = 15;
-    assert_true(test_loop_run_until(&f->tl, conn_has, &w, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, conn_bytes, f, 15, 2000));
     assert_int_equal(f->conn.paused, 0);
     assert_memory_equal(f->data.p, "beforemeanwhile", 15);
     finish(f);

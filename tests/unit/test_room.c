@@ -46,25 +46,13 @@ static fixture_t *start(const char *const *extra)
     return f;
 }
 
-static int clients_closed(void *ctx)
-{
-    fixture_t *f = ctx;
-    for (size_t i = 0; i < f->nclients; i++)
-        if (!f->clients[i].closed)
-            return 0;
-    return 1;
-}
-
 static void finish(fixture_t *f)
 {
-    for (size_t i = 0; i < f->nclients; i++)
-        test_client_close(&f->clients[i]);
-    assert_true(test_loop_run_until(&f->tl, clients_closed, f, 2000));
+    test_clients_close(f->clients, f->nclients);
     test_server_stop(&f->tl, f->srv);
     test_loop_wait_empty(&f->tl);
     test_loop_close(&f->tl);
-    for (size_t i = 0; i < f->nclients; i++)
-        test_client_free(&f->clients[i]);
+    test_clients_free(f->clients, f->nclients);
     gw_config_dispose(&f->cfg);
     free(f);
 }
@@ -224,15 +212,9 @@ static void test_room_lingers_after_its_last_member(void **state)
     finish(f);
 }
 
-typedef struct want_count {
-    fixture_t *f;
-    uint64_t n;
-} want_count_t;
-
-static int received_at_least(void *ctx)
+static uint64_t received(void *ctx)
 {
-    want_count_t *w = ctx;
-    return broker_received(w->f) >= w->n;
+    return broker_received(ctx);
 }
 
 /* The broker subscription follows the membership: while the room has a member the broker hands
@@ -248,16 +230,14 @@ static void test_broker_subscription_follows_membership(void **state)
     test_loop_run_for(&f->tl, 20); /* the join notices have gone through the broker */
     uint64_t r0 = broker_received(f);
     assert_int_equal(broker_publish(f->srv->broker, CHAT_LIT("r"), CHAT_LIT("x"), 0), 0);
-    want_count_t w = {f, r0 + 1};
-    assert_true(test_loop_run_until(&f->tl, received_at_least, &w, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, received, f, r0 + 1, 2000));
     leave(f, a, "r", 0);
     assert_null(room(f, "r"));
     test_loop_run_for(&f->tl, 20);
     uint64_t r1 = broker_received(f);
     assert_int_equal(broker_publish(f->srv->broker, CHAT_LIT("r"), CHAT_LIT("x"), 0), 0);
     assert_int_equal(broker_publish(f->srv->broker, CHAT_LIT("keep"), CHAT_LIT("x"), 0), 0);
-    w.n = r1 + 1;
-    assert_true(test_loop_run_until(&f->tl, received_at_least, &w, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, received, f, r1 + 1, 2000));
     test_loop_run_for(&f->tl, 20);
     assert_int_equal(broker_received(f), r1 + 1);
     finish(f);
@@ -277,16 +257,11 @@ static void test_last_member_disconnect_removes_room(void **state)
     finish(f);
 }
 
-typedef struct want_members {
-    fixture_t *f;
-    size_t n;
-} want_members_t;
-
-static int room_r_has(void *ctx)
+/* The members of room "r" (0 while there is no such room). */
+static uint64_t room_r_members(void *ctx)
 {
-    want_members_t *w = ctx;
-    gw_room_t *r = room(w->f, "r");
-    return r != NULL && r->nmembers == w->n;
+    gw_room_t *r = room(ctx, "r");
+    return r != NULL ? r->nmembers : 0;
 }
 
 typedef struct after_burst {
@@ -317,12 +292,10 @@ static void test_fanout_overflow_of_last_member(void **state)
     static const char *const args[] = {"--send-queue-bytes", "4096", NULL};
     fixture_t *f = start(args);
     test_client_t *slow = ws_client(f, "/chat/r", 2048, 0);
-    want_members_t wm = {f, 1};
-    assert_true(test_loop_run_until(&f->tl, room_r_has, &wm, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, room_r_members, f, 1, 2000));
     test_client_t *sender = ws_client(f, "/chat/r", 0, 1);
     wait_text(f, sender, "\"type\":\"joined\"", 1);
-    wm.n = 2;
-    assert_true(test_loop_run_until(&f->tl, room_r_has, &wm, 2000));
+    assert_true(test_loop_run_until_count(&f->tl, room_r_members, f, 2, 2000));
 
     static char text[3001];
     memset(text, 'a', 3000);

@@ -205,23 +205,12 @@ static int is_stopped(void *ctx)
     return ((fixture_t *)ctx)->stopped > 0;
 }
 
-static int clients_closed(void *ctx)
-{
-    fixture_t *f = ctx;
-    for (size_t i = 0; i < f->nclients; i++)
-        if (!f->clients[i].closed)
-            return 0;
-    return 1;
-}
-
 /* Closes the clients, stops the server (unless the test did), and asserts that nothing is left
  * on the loop before test_loop_close() walks it: the server must have closed all it opened
  * (libuv's MAKE_VALGRIND_HAPPY, without closing anything for the server). */
 static void finish(fixture_t *f)
 {
-    for (size_t i = 0; i < f->nclients; i++)
-        test_client_close(&f->clients[i]);
-    assert_true(test_loop_run_until(&f->tl, clients_closed, f, 2000));
+    test_clients_close(f->clients, f->nclients);
     if (f->srv != NULL)
         gw_server_stop(f->srv, on_stopped, f);
     assert_true(test_loop_run_until(&f->tl, is_stopped, f, 3000));
@@ -233,8 +222,7 @@ static void finish(fixture_t *f)
     uv_close((uv_handle_t *)&f->check, NULL);
     test_loop_wait_empty(&f->tl);
     test_loop_close(&f->tl);
-    for (size_t i = 0; i < f->nclients; i++)
-        test_client_free(&f->clients[i]);
+    test_clients_free(f->clients, f->nclients);
     gw_config_dispose(&f->cfg);
     free(f);
 }
