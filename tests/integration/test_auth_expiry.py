@@ -100,10 +100,13 @@ def test_no_refresh_closes_4004_at_exp_plus_leeway(gateway_factory, auth_keys, l
     gw = expiring_gateway(gateway_factory, k, f"{leeway}s")
 
     async def body():
+        # bob first: alice's own frames are then welcome, joined and token_expiring only (under a
+        # slow build, token_expiring could come before bob's join notice)
+        other = await connect(gw, k.mint(sub="bob"), path="/chat/lobby")
         exp = short_exp()
         c = await connect(gw, k.mint(sub="alice", exp=exp), path="/chat/lobby")
-        other = await connect(gw, k.mint(sub="bob"), path="/chat/lobby")
-        await c.recv_type("system")  # bob's join
+        f = await other.recv_type("system")
+        assert (f["event"], f["user"]) == ("join", "alice"), f
         await token_expiring(c, exp)
         reason = await closed_with(c, 4004, exp + leeway - EARLY, exp + leeway + LATE)
         assert "expired" in reason.lower(), f"close reason {reason!r}"
