@@ -546,8 +546,9 @@ void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t name, c
     PUT_LIT(out, "}");
 }
 
-void chat_env_build_joined(chat_buf_t *out, chat_str_t room)
+void chat_env_build_joined(chat_buf_t *out, chat_str_t room, const chat_env_joined_t *j)
 {
+    (void)j;
     PUT_LIT(out, "{\"type\":\"joined\",\"room\":");
     put_str(out, room);
     PUT_LIT(out, "}");
@@ -579,8 +580,11 @@ void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m)
     PUT_LIT(out, "}");
 }
 
-void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id)
+void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id,
+                        int has_seq, uint64_t seq)
 {
+    (void)has_seq;
+    (void)seq;
     PUT_LIT(out, "{\"type\":\"ack\",\"cid\":");
     put_str(out, cid);
     PUT_LIT(out, ",\"room\":");
@@ -1064,8 +1068,9 @@ static int relayed_fail(chat_wire_reason_t *reason, chat_wire_reason_t r)
 }
 
 int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t room,
-                           size_t max_text_bytes, chat_wire_reason_t *reason)
+                           size_t max_text_bytes, chat_wire_hdr_t *h, chat_wire_reason_t *reason)
 {
+    (void)h;
     const char *type;
     unsigned rk;
     chat_env_in_t scratch;

@@ -35,7 +35,13 @@ typedef enum chat_env_type {
     CHAT_ENV_TYPING,
     CHAT_ENV_PING,
     CHAT_ENV_REFRESH,
+    CHAT_ENV_HISTORY,
+    CHAT_ENV_PRESENCE,
+    CHAT_ENV_NTYPES /* not a type: one past the last */
 } chat_env_type_t;
+
+/* Largest `limit` of a history request; above it the request is served with this many. */
+#define CHAT_ENV_HISTORY_MAX 100
 
 /* A parsed client message. Every chat_str_t borrows the parse tree (`doc`) and has p == NULL
  * when the field was absent. */
@@ -45,6 +51,16 @@ typedef struct chat_env_in {
     chat_str_t text; /* chat: required */
     chat_str_t cid;  /* optional on any type; filled even when parsing fails later */
     chat_str_t token; /* refresh: required */
+    /* join: optional "since":{"seq":<0..2^53>,"epoch":<chat_epoch_valid>} (both required inside) */
+    int has_since;
+    uint64_t since_seq;
+    chat_str_t since_epoch;
+    /* history (room required): optional "before":<1..2^53> (exclusive) and "limit":<1..2^53>
+     * (clamped to CHAT_ENV_HISTORY_MAX; 0 here when absent) */
+    int has_before;
+    uint64_t before;
+    uint64_t limit;
+    /* presence: room required */
     const char *error; /* on CHAT_EBADREQ / CHAT_EUNKNOWN_TYPE: static human-readable reason */
 } chat_env_in_t;
 
@@ -83,7 +99,16 @@ chat_env_type_t chat_env_peek(const char *p, size_t n, chat_str_t *cid);
  * chat, typing and system envelopes. */
 void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t name, chat_str_t node,
                             chat_str_t conn);
-void chat_env_build_joined(chat_buf_t *out, chat_str_t room);
+/* What `joined` says beyond the room (NULL: nothing, as with history off and no since). */
+typedef struct chat_env_joined {
+    int has_seq; /* history on: the room's current seq and epoch */
+    uint64_t seq;
+    chat_str_t epoch;
+    int has_recovered; /* the join asked for recovery (since) */
+    int recovered;
+} chat_env_joined_t;
+/* {"type":"joined","room":..[,"seq":N,"epoch":".."][,"recovered":true|false]} */
+void chat_env_build_joined(chat_buf_t *out, chat_str_t room, const chat_env_joined_t *j);
 void chat_env_build_left(chat_buf_t *out, chat_str_t room);
 void chat_env_build_pong(chat_buf_t *out);
 
@@ -94,8 +119,27 @@ typedef struct chat_env_chat {
 } chat_env_chat_t;
 /* {"type":"chat","room":..,"id":..,"user":..[,"name":..],"text":..,"ts":..} */
 void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m);
-/* {"type":"ack","cid":..,"room":..,"id":..} */
-void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id);
+/* The chat envelope as chat_env_build_chat() builds it, without its closing brace and followed by
+ * ,"seq": : so out + <seq> + CHAT_ENV_SEQ_MID + <epoch> + CHAT_ENV_SEQ_END is the envelope of a
+ * chat stored in a room's history (the three parts of a broker_append). */
+#define CHAT_ENV_SEQ_MID ",\"epoch\":\""
+#define CHAT_ENV_SEQ_END "\"}"
+void chat_env_build_chat_open(chat_buf_t *out, const chat_env_chat_t *m);
+/* {"type":"ack","cid":..,"room":..,"id":..[,"seq":N]}; seq when has_seq */
+void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id,
+                        int has_seq, uint64_t seq);
+/* {"type":"history","room":..,"epoch":..,"seq":N,"messages":[m0,m1,...]}: each msgs[i] is one
+ * JSON object (a relayed chat that passed chat_wire_check), inserted as it is. */
+void chat_env_build_history(chat_buf_t *out, chat_str_t room, chat_str_t epoch, uint64_t seq,
+                            const chat_str_t *msgs, size_t n);
+typedef struct chat_env_presence_user {
+    chat_str_t user;
+    uint64_t connections;
+} chat_env_presence_user_t;
+/* {"type":"presence","room":..,"count":N[,"users":[{"user":..,"connections":N},...]]}: users
+ * when listed != 0 */
+void chat_env_build_presence(chat_buf_t *out, chat_str_t room, uint64_t count,
+                             const chat_env_presence_user_t *users, size_t n, int listed);
 /* {"type":"typing","room":..,"user":..[,"name":..]} */
 void chat_env_build_typing(chat_buf_t *out, chat_str_t room, chat_str_t user, chat_str_t name);
 /* {"type":"system","room":..,"event":..,"user":..[,"name":..],"ts":..}; event "join" or "leave" */
@@ -131,8 +175,10 @@ void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *messa
  * and frees one cJSON tree, after the size, UTF-8 and shape checks (no tree for those). */
 #define CHAT_ENV_RELAYED_MAX_ID 128 /* a message id: "<node>-<boot>-<seq>" (gateway/dispatch.c) */
 
+/* On success a chat's seq and epoch (when it has them) are written to h->seq, h->epoch and
+ * h->epoch_len (0 and "" when it has none); h may be NULL. */
 int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t room,
-                           size_t max_text_bytes, chat_wire_reason_t *reason);
+                           size_t max_text_bytes, chat_wire_hdr_t *h, chat_wire_reason_t *reason);
 
 /* The longest JSON part chat_env_check_relayed() takes for max_text_bytes: every string at its
  * longest and fully escaped (6 bytes per byte), plus the keys, punctuation and a 20-digit ts.

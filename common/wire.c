@@ -139,5 +139,5 @@ int chat_wire_check(chat_str_t topic, chat_str_t data, const chat_wire_limits_t 
     if (!node_valid(h->origin_node) || h->origin_conn > CHAT_WIRE_CONN_MAX ||
         !publish_time_sane(h->publish_ms, lim->now_ms))
         return reject(reason, CHAT_WIRE_R_HEADER);
-    return chat_env_check_relayed(*json, h->kind, topic, lim->max_text_bytes, reason);
+    return chat_env_check_relayed(*json, h->kind, topic, lim->max_text_bytes, h, reason);
 }

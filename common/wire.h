@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "names.h"
 #include "str.h"
 
 typedef enum chat_wire_kind {
@@ -26,6 +27,11 @@ typedef struct chat_wire_hdr {
     chat_str_t origin_node;
     uint64_t origin_conn;
     int64_t publish_ms;
+    /* From the JSON part, filled by chat_wire_check() only: a chat stored in the room's history
+     * carries its seq (>= 1) and the history's epoch; 0 and "" otherwise. */
+    uint64_t seq;
+    size_t epoch_len;
+    char epoch[CHAT_EPOCH_MAX + 1];
 } chat_wire_hdr_t;
 
 /* Appends the header line; the caller appends the JSON envelope after it. */
@@ -55,7 +61,8 @@ int chat_wire_parse(chat_str_t data, chat_wire_hdr_t *h, chat_str_t *json);
  *   "type"    `type` missing, not a string, or not the kind's ("chat", "typing", "system")
  *   "fields"  a NUL (\u0000) in any string; a duplicate or unknown key; a required field missing
  *             or of the wrong type or size (chat: id, user, text of 1..max_text_bytes bytes, ts;
- *             typing: user; system: event "join"/"leave", user, ts; name optional everywhere)
+ *             typing: user; system: event "join"/"leave", user, ts; name optional everywhere;
+ *             chat: seq (an integer 1..2^53) and epoch (chat_epoch_valid) both or neither)
  *   "room"    `room` missing, not a string, or not the topic the message came on
  * Validation cannot detect a well-formed message with a forged identity (a chat "from" admin, a
  * fake join notice): keeping PUBLISH away from clients is Redis's job (ACLs, AUTH, a private

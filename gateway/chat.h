@@ -77,7 +77,7 @@ typedef struct gw_chat {
     chat_buf_t json; /* scratch of dispatch.c: one envelope at a time, passed on as an argument */
     chat_buf_t wire; /* scratch of relay.c: one publication at a time */
     /* chat_stats.c */
-    uint64_t received[CHAT_ENV_REFRESH + 1]; /* client messages by type; [0]: invalid */
+    uint64_t received[CHAT_ENV_NTYPES]; /* client messages by type; [0]: invalid */
     uint64_t delivered[3];                   /* frames queued: chat, typing, system */
     uint64_t rejected[CHAT_WIRE_NREASONS];   /* broker messages refused, by chat_wire_reason_t */
     uint64_t rejected_unlogged;              /* refused since the last log record of one */

@@ -89,7 +89,7 @@ void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid)
         notice(s, m->room, "join");
     }
     chat_buf_t *b = scratch(s);
-    chat_env_build_joined(b, room);
+    chat_env_build_joined(b, room, NULL);
     gw__session_send_json(s, chat_buf_str(b));
 }
 
@@ -307,6 +307,10 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
         case CHAT_ENV_REFRESH:
             refresh(s, &in);
             break;
+        case CHAT_ENV_HISTORY:
+        case CHAT_ENV_PRESENCE:
+        case CHAT_ENV_NTYPES:
+            break; /* not parsed yet */
         }
     }
     chat_env_free(doc);

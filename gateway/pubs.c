@@ -40,7 +40,7 @@ void gw__pubs_expect(gw_session_t *s, chat_str_t room, chat_str_t cid, chat_str_
     p->room_len = room.len;
     if (cid.p != NULL) {
         chat_buf_t ack = CHAT_BUF_INIT;
-        chat_env_build_ack(&ack, cid, room, id);
+        chat_env_build_ack(&ack, cid, room, id, 0, 0);
         p->ack = gw_ws_encode(0, ack.p, ack.len);
         chat_buf_free(&ack);
         memcpy(p->cid, cid.p, cid.len);

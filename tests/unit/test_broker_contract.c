@@ -175,7 +175,8 @@ static int teardown(void **state)
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, NULL};
+    broker_handlers_t h = {.on_message = test_broker_rec_message,
+                          .on_published = test_broker_rec_published};
     const char *problem = NULL;
 
     if (f == NULL || uv_loop_init(&f->r.loop) != 0) {
@@ -263,7 +264,9 @@ static void test_open_copies_handlers(void **state)
     broker_t *own = f->r.b, *b = NULL;
 
     assert_non_null(h);
-    *h = (broker_handlers_t){test_broker_rec_message, test_broker_rec_published, NULL, &f->r};
+    *h = (broker_handlers_t){.on_message = test_broker_rec_message,
+                             .on_published = test_broker_rec_published,
+                             .ctx = &f->r};
     assert_int_equal(open_broker(f, h, &b), 0);
     memset(h, 0, sizeof(*h));
     free(h); /* the broker must have its own copy */

@@ -36,7 +36,9 @@ static int open_url(uv_loop_t *loop, const char *url, const broker_handlers_t *h
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, NULL};
+    broker_handlers_t h = {.on_message = test_broker_rec_message,
+                          .on_published = test_broker_rec_published,
+                          .ctx = NULL};
 
     if (f == NULL || uv_loop_init(&f->loop) != 0)
         return -1;
@@ -77,7 +79,9 @@ static void assert_msg(const fixture_t *f, size_t i, const char *topic, const ch
 static void test_open_memory_urls(void **state)
 {
     fixture_t *f = *state;
-    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, f};
+    broker_handlers_t h = {.on_message = test_broker_rec_message,
+                          .on_published = test_broker_rec_published,
+                          .ctx = f};
     static const char *const urls[] = {"", "memory://"};
 
     assert_string_equal(broker_kind(f->b), "memory"); /* opened with url NULL in setup */
@@ -96,7 +100,9 @@ static void test_open_memory_urls(void **state)
 static void test_open_unsupported_url(void **state)
 {
     fixture_t *f = *state;
-    broker_handlers_t h = {test_broker_rec_message, test_broker_rec_published, NULL, f};
+    broker_handlers_t h = {.on_message = test_broker_rec_message,
+                          .on_published = test_broker_rec_published,
+                          .ctx = f};
     broker_t *b = NULL;
 
     assert_int_equal(open_url(&f->loop, "bogus://x", &h, &b), CHAT_EINVAL);

@@ -90,7 +90,7 @@ static void on_link(void *ctx, int up)
 
 static void open_node(fixture_t *f, node_t *n, const char *id, const char *url, uint64_t timeout)
 {
-    broker_handlers_t h = {on_message, on_published, on_link, n};
+    broker_handlers_t h = {.on_message = on_message, .on_published = on_published, .on_link = on_link, .ctx = n};
     broker_config_t cfg = {.url = url, .prefix = "chat:", .node_id = id, .timeout_ms = timeout};
     const char *why = NULL;
     n->id = id;

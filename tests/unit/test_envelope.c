@@ -901,7 +901,7 @@ static void test_build_joined(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_joined(&b, CHAT_LIT("lobby"));
+    chat_env_build_joined(&b, CHAT_LIT("lobby"), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"lobby\"}");
     chat_buf_free(&b);
 }
@@ -956,7 +956,7 @@ static void test_build_ack(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_ack(&b, CHAT_LIT("c1"), CHAT_LIT("r"), CHAT_LIT("m1"));
+    chat_env_build_ack(&b, CHAT_LIT("c1"), CHAT_LIT("r"), CHAT_LIT("m1"), 0, 0);
     assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"c1\",\"room\":\"r\",\"id\":\"m1\"}");
     chat_buf_free(&b);
 }
@@ -1043,7 +1043,7 @@ static void test_build_appends(void **state)
 
     chat_buf_append(&b, "X", 1);
     chat_env_build_pong(&b);
-    chat_env_build_joined(&b, CHAT_LIT("r"));
+    chat_env_build_joined(&b, CHAT_LIT("r"), NULL);
     assert_buf_eq(&b, "X{\"type\":\"pong\"}{\"type\":\"joined\",\"room\":\"r\"}");
     chat_buf_free(&b);
 }
@@ -1052,7 +1052,7 @@ static void test_build_null_required_string_is_empty(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_ack(&b, CHAT_STR_NULL, CHAT_LIT("r"), CHAT_LIT("m"));
+    chat_env_build_ack(&b, CHAT_STR_NULL, CHAT_LIT("r"), CHAT_LIT("m"), 0, 0);
     chat_env_build_system(&b, CHAT_LIT("r"), NULL, CHAT_LIT("u"), CHAT_STR_NULL, 0);
     assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"\",\"room\":\"r\",\"id\":\"m\"}"
                       "{\"type\":\"system\",\"room\":\"r\",\"event\":\"\",\"user\":\"u\","
@@ -1066,7 +1066,7 @@ static void test_escape_quote_and_backslash(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_joined(&b, CHAT_LIT("a\"b\\c"));
+    chat_env_build_joined(&b, CHAT_LIT("a\"b\\c"), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\\\"b\\\\c\"}");
     chat_buf_free(&b);
 }
@@ -1075,7 +1075,7 @@ static void test_escape_short_control_chars(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_joined(&b, CHAT_LIT("\n\r\t\b\f"));
+    chat_env_build_joined(&b, CHAT_LIT("\n\r\t\b\f"), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"\\n\\r\\t\\b\\f\"}");
     chat_buf_free(&b);
 }
@@ -1085,7 +1085,7 @@ static void test_escape_other_control_chars(void **state)
     chat_buf_t b = CHAT_BUF_INIT;
     static const char raw[] = {0x00, 0x01, 0x0b, 0x1f, 0x20};
 
-    chat_env_build_joined(&b, chat_str(raw, sizeof(raw)));
+    chat_env_build_joined(&b, chat_str(raw, sizeof(raw)), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"\\u0000\\u0001\\u000b\\u001f \"}");
     chat_buf_free(&b);
 }
@@ -1094,7 +1094,7 @@ static void test_escape_del_passes_through(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_joined(&b, CHAT_LIT("a\177b/c"));
+    chat_env_build_joined(&b, CHAT_LIT("a\177b/c"), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\177b/c\"}");
     chat_buf_free(&b);
 }
@@ -1103,7 +1103,7 @@ static void test_escape_utf8_passes_through(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_joined(&b, CHAT_LIT("h\xc3\xa9llo \xe4\xb8\x96 \xf0\x9f\x98\x80"));
+    chat_env_build_joined(&b, CHAT_LIT("h\xc3\xa9llo \xe4\xb8\x96 \xf0\x9f\x98\x80"), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"h\xc3\xa9llo \xe4\xb8\x96 "
                       "\xf0\x9f\x98\x80\"}");
     chat_buf_free(&b);
@@ -1113,7 +1113,7 @@ static void test_escape_line_and_paragraph_separators(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
 
-    chat_env_build_joined(&b, CHAT_LIT("a\342\200\250b\342\200\251c\342\200\252"));
+    chat_env_build_joined(&b, CHAT_LIT("a\342\200\250b\342\200\251c\342\200\252"), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\\u2028b\\u2029c\xe2\x80\xaa\"}");
     chat_buf_free(&b);
 }
@@ -1123,7 +1123,7 @@ static void test_escape_truncated_utf8_at_end(void **state)
     chat_buf_t b = CHAT_BUF_INIT;
 
     /* A lone 0xe2 0x80 at the very end must not be read past. */
-    chat_env_build_joined(&b, chat_str("a\xe2\x80", 3));
+    chat_env_build_joined(&b, chat_str("a\xe2\x80", 3), NULL);
     assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"a\xe2\x80\"}");
     chat_buf_free(&b);
 }
@@ -1196,7 +1196,7 @@ static void test_roundtrip_each_builder_is_valid_json(void **state)
     cJSON_Delete(j);
 
     chat_buf_reset(&b);
-    chat_env_build_ack(&b, CHAT_LIT("c"), CHAT_LIT("r"), CHAT_LIT("i"));
+    chat_env_build_ack(&b, CHAT_LIT("c"), CHAT_LIT("r"), CHAT_LIT("i"), 0, 0);
     j = cjson_of(&b);
     assert_json_str(j, "type", "ack");
     assert_json_str(j, "cid", "c");
@@ -1305,7 +1305,7 @@ static chat_wire_reason_t relayed_n(const char *json, size_t n, chat_wire_kind_t
 
     if (n > 0)
         memcpy(copy, json, n);
-    rc = chat_env_check_relayed(chat_str(copy, n), kind, chat_cstr(room), max_text, &why);
+    rc = chat_env_check_relayed(chat_str(copy, n), kind, chat_cstr(room), max_text, NULL, &why);
     free(copy);
     assert_true(rc == 0 || rc == CHAT_EMALFORMED);
     assert_true((rc == 0) == (why == OK_RELAYED));

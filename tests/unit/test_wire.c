@@ -98,7 +98,8 @@ static void round_trip(const chat_wire_hdr_t *h, const char *json, size_t json_l
 static chat_wire_hdr_t hdr(chat_wire_kind_t kind, int excl, const char *node, uint64_t conn,
                            int64_t ms)
 {
-    chat_wire_hdr_t h = {kind, excl, chat_cstr(node), conn, ms};
+    chat_wire_hdr_t h = {.kind = kind, .exclude_origin = excl, .origin_node = chat_cstr(node),
+                         .origin_conn = conn, .publish_ms = ms};
     return h;
 }
 
