@@ -5,6 +5,9 @@
  *   relay.c       the broker side: the wire header written (publish) and parsed, validated and
  *                 fanned out (delivery) in one file; publish results
  *   pubs.c        a session's publications waiting for the broker's verdict (acks)
+ *   history.c     with --history-size > 0: each room's position (seq, epoch) in one order,
+ *                 gaps filled from the history, recovery of a joining member (since), and
+ *                 `history` requests
  *   chat_stats.c  the chat's metric families: messages, busiest rooms, delivery latency
  * The core never sees a room or an envelope; the chat never touches a socket. */
 #ifndef CHAT_GATEWAY_CHAT_H
@@ -40,19 +43,52 @@ typedef struct gw_room {
                               * node arrived since: nobody else is in the room */
     uint64_t remote_seq;     /* messages from other nodes so far */
     uint64_t probe_seq;      /* remote_seq when the last notice was published */
+    /* history.c (history on): the room's position as delivered to its local members */
+    int hstate;              /* gw_hist_state_t */
+    int refill;              /* read again once the read in flight is answered */
+    uint64_t seq;            /* the last seq delivered here (valid from GW_HIST_LIVE on) */
+    uint64_t read_started;   /* uv_now() when the read in flight was asked; 0: none */
+    chat_list_t held;        /* gw_held_t: chats that arrived while a read was in flight */
+    size_t nheld;
+    size_t epoch_len;
+    char epoch[CHAT_EPOCH_MAX + 1];
     size_t name_len;
     char name[CHAT_ROOM_NAME_MAX + 1];
 } gw_room_t;
 
+/* A room's history state (gw_room_t.hstate). Chats (with a seq) are delivered in seq order only:
+ * one that arrives in any other state, or with a gap, is held until a read of the history has
+ * filled what is missing. */
+typedef enum gw_hist_state {
+    GW_HIST_NEW = 0,  /* subscribing: waiting for on_subscribed, then the first read */
+    GW_HIST_SYNCING,  /* the first read (seq, epoch) is in flight; members wait for `joined` */
+    GW_HIST_LIVE,     /* in order: deliver seq + 1 at once */
+    GW_HIST_FILLING,  /* a read fills a gap (or a resubscribe); later chats are held */
+} gw_hist_state_t;
+
 /* Publication tags: a session's id (a chat, answered with an ack), or a room's id with this bit
  * (a join/leave notice, whose receiver count teaches the room whether it is alone). */
 #define GW_TAG_ROOM ((uint64_t)1 << 63)
+
+/* A member's state (history on): LIVE members get the room's messages; a member waits for the
+ * room's first read before its `joined` (WAITING), or buffers the room's chats while its own
+ * recovery read is in flight (RECOVERING). With history off every member is LIVE. */
+typedef enum gw_member_state {
+    GW_MEMBER_LIVE = 0,
+    GW_MEMBER_WAITING,
+    GW_MEMBER_RECOVERING,
+} gw_member_state_t;
+
+typedef struct gw_recovery gw_recovery_t; /* history.c */
 
 /* One session's membership of one room: linked into both. Owned by the session's chat data. */
 typedef struct gw_member {
     chat_list_t room_link, session_link;
     gw_room_t *room;
     gw_session_t *session;
+    int state;                /* gw_member_state_t */
+    uint64_t seen;            /* history on: the last seq this member has (joined or delivered) */
+    gw_recovery_t *recovery;  /* WAITING with since, RECOVERING: owned */
 } gw_member_t;
 
 /* The chat's data of one open session (gw_session_t.app_data). */
@@ -76,6 +112,12 @@ typedef struct gw_chat {
     char boot36[16]; /* start time in base 36: makes message ids unique across restarts */
     chat_buf_t json; /* scratch of dispatch.c: one envelope at a time, passed on as an argument */
     chat_buf_t wire; /* scratch of relay.c: one publication at a time */
+    /* history.c */
+    chat_map_t reads;      /* 8-byte read id -> gw_read_t: history reads in flight */
+    uint64_t next_read_id;
+    uint64_t hist_gaps, hist_filled, hist_lost, hist_epochs, hist_dups, hist_held_dropped;
+    uint64_t recoveries[2]; /* joins with since: [0] not recovered, [1] recovered */
+    uint64_t history_requests, dedupe_hits;
     /* chat_stats.c */
     uint64_t received[CHAT_ENV_NTYPES]; /* client messages by type; [0]: invalid */
     uint64_t delivered[3];                   /* frames queued: chat, typing, system */
@@ -102,8 +144,14 @@ static inline gw_chat_session_t *gw__chat_session(const gw_session_t *s)
 }
 
 /* ---- dispatch.c ---- */
-/* Joins s to room (valid name) and answers `joined`; errors become error envelopes. */
-void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid);
+/* A join's `since` (the client's last seq and epoch of the room); the epoch is borrowed. */
+typedef struct gw_since {
+    uint64_t seq;
+    chat_str_t epoch;
+} gw_since_t;
+/* Joins s to room (valid name) and answers `joined` (with history on, perhaps later: see
+ * gw__history_join); errors become error envelopes. */
+void gw__dispatch_join(gw_session_t *s, chat_str_t room, chat_str_t cid, const gw_since_t *since);
 /* Leaves every room (publishing leave notices). */
 void gw__dispatch_leave_all(gw_session_t *s);
 /* Answers an `error` envelope. */
@@ -133,6 +181,28 @@ gw_room_t *gw__room_find(gw_chat_t *chat, chat_str_t name);
  * request closes, so room stays valid during the walk. Returns the frames queued. */
 size_t gw__room_fanout(gw_room_t *room, chat_rcbuf_t *frame, gw_out_kind_t kind, uint64_t skip);
 
+/* ---- history.c ---- */
+/* A join of m (fresh: just added; else already a member) asking `since` or not (NULL): answers
+ * `joined` now when the room's position is known, else once it is (m waits); with since, the
+ * missed chats follow `joined` when they can all be replayed ("recovered":true). */
+void gw__history_join(gw_member_t *m, int fresh, const gw_since_t *since);
+/* A validated chat with h->seq != 0 for room (json: the envelope). Delivers it in seq order. */
+void gw__history_on_chat(gw_chat_t *chat, gw_room_t *room, const chat_wire_hdr_t *h,
+                         chat_str_t json);
+/* The room's subscription took effect (first time, or again after a reconnect). */
+void gw__history_on_subscribed(gw_chat_t *chat, gw_room_t *room);
+/* A `history` request of s for room (already resolved and permitted). */
+void gw__history_request(gw_session_t *s, chat_str_t room, const chat_env_in_t *in);
+/* m is leaving: drops what its recovery holds. */
+void gw__history_member_gone(gw_member_t *m);
+/* The room is being freed: drops its held chats. */
+void gw__history_room_gone(gw_room_t *room);
+void gw__history_on_read(gw_server_t *srv, uint64_t tag, const broker_history_result_t *r);
+/* Once a second: retries reads that failed. */
+void gw__history_tick(gw_chat_t *chat, uint64_t now);
+void gw__history_init(gw_chat_t *chat);
+void gw__history_dispose(gw_chat_t *chat);
+
 /* ---- relay.c ---- */
 /* Publishes json (one envelope) to room through the broker behind a wire header (origin node,
  * connection, publish time, whether the origin is excluded). Returns broker_publish's result
@@ -144,13 +214,23 @@ int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
  * counted), then delivered to the local members of its room. */
 void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data);
 void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status, uint64_t receivers);
+/* A broker message (or a stored one) that failed chat_wire_check: counted, logged (sampled). */
+void gw__relay_reject(gw_chat_t *chat, chat_str_t topic, size_t bytes, chat_wire_reason_t why);
+/* Stores a chat in room's history and publishes it (history on): open is the envelope from
+ * chat_env_build_chat_open(); dedupe_key (p == NULL: none) and receipt as for broker_append.
+ * Returns broker_append's result (0: on_appended(tag) follows). */
+int gw__relay_append(gw_chat_t *chat, chat_str_t room, const gw_session_t *origin, uint64_t tag,
+                     chat_str_t open, chat_str_t dedupe_key, chat_str_t receipt);
+void gw__relay_on_appended(gw_server_t *srv, uint64_t tag, const broker_append_result_t *r);
+void gw__relay_on_subscribed(gw_server_t *srv, chat_str_t topic);
 
 /* ---- pubs.c ---- */
 /* After a chat publish that succeeded: remembers what to answer when the broker completes it
  * (an ack when cid.p != NULL, an `unavailable` error on failure). Completions arrive in order. */
 void gw__pubs_expect(gw_session_t *s, chat_str_t room, chat_str_t cid, chat_str_t id);
-/* The broker's verdict on the oldest pending publication of s. */
-void gw__pubs_on_published(gw_session_t *s, int status);
+/* The broker's verdict on the oldest pending publication of s (r: an append's result, with the
+ * seq for the ack and, for a duplicate, the original's id; NULL for a plain publish). */
+void gw__pubs_on_published(gw_session_t *s, int status, const broker_append_result_t *r);
 /* Forgets every pending publication of s (it is closing). */
 void gw__pubs_drop(gw_session_t *s);
 

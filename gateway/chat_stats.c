@@ -68,8 +68,8 @@ int gw__chat_stats_log_allowed(gw_chat_t *chat)
 
 static void render_messages(gw_chat_t *chat, chat_buf_t *b)
 {
-    static const char *const in_types[] = {"invalid", "join", "leave",  "chat",
-                                           "typing",  "ping", "refresh"};
+    static const char *const in_types[CHAT_ENV_NTYPES] = {
+        "invalid", "join", "leave", "chat", "typing", "ping", "refresh", "history", "presence"};
     static const char *const out_types[] = {"chat", "typing", "system"};
     char l[64];
     gw__metrics_family(b, "chat_rooms", "gauge", "Rooms with local members on this node.");
@@ -97,6 +97,42 @@ static void render_messages(gw_chat_t *chat, chat_buf_t *b)
         snprintf(l, sizeof(l), "reason=\"%s\"", chat_wire_reason_name((chat_wire_reason_t)i));
         gw__metrics_sample(b, "chat_broker_rejected_total", l, chat->rejected[i]);
     }
+}
+
+static void counter(chat_buf_t *b, const char *name, const char *help, uint64_t v)
+{
+    gw__metrics_family(b, name, "counter", help);
+    gw__metrics_sample(b, name, NULL, v);
+}
+
+/* History and recovery (history.c); all zero with --history-size 0. */
+static void render_history(gw_chat_t *chat, chat_buf_t *b)
+{
+    counter(b, "chat_history_gaps_total",
+            "Times a room's chats arrived out of seq order (a gap, or a new epoch) and were held "
+            "until the history filled what was missing.",
+            chat->hist_gaps);
+    counter(b, "chat_history_filled_total",
+            "Chats delivered from the history to fill a gap or what a resubscribe missed.",
+            chat->hist_filled);
+    counter(b, "chat_history_lost_total",
+            "Chats a node could not fill because the history no longer had them.",
+            chat->hist_lost);
+    counter(b, "chat_history_epoch_changes_total",
+            "Times a room's history was found lost (a new epoch) by this node.", chat->hist_epochs);
+    counter(b, "chat_history_duplicates_dropped_total",
+            "Chats that arrived again after they were delivered (dropped).", chat->hist_dups);
+    counter(b, "chat_history_requests_total", "history requests from clients.",
+            chat->history_requests);
+    counter(b, "chat_dedupe_hits_total",
+            "Chats retried with a cid the broker had seen within --dedupe-window (answered with "
+            "the original's ack, not stored again).",
+            chat->dedupe_hits);
+    gw__metrics_family(b, "chat_recoveries_total", "counter",
+                       "Joins with since, by outcome (recovered: the missed chats were replayed).");
+    gw__metrics_sample(b, "chat_recoveries_total", "result=\"recovered\"", chat->recoveries[1]);
+    gw__metrics_sample(b, "chat_recoveries_total", "result=\"not_recovered\"",
+                       chat->recoveries[0]);
 }
 
 static void render_rooms(gw_chat_t *chat, chat_buf_t *b)
@@ -145,5 +181,6 @@ void gw__chat_stats_render(gw_server_t *srv, chat_buf_t *out)
         return;
     render_messages(chat, out);
     render_rooms(chat, out);
+    render_history(chat, out);
     render_latency(chat, out);
 }

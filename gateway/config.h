@@ -19,6 +19,10 @@ typedef struct gw_config {
     uint64_t max_text_bytes;
     int room_events;            /* send system join/leave notices */
     uint64_t room_linger_ms;    /* a room stays subscribed this long after its last member */
+    /* history and recovery (docs/reliability.md) */
+    uint64_t history_size;     /* chat messages kept per room; 0: no history */
+    uint64_t history_ttl_ms;   /* a room's history lives this long after its last message */
+    uint64_t dedupe_window_ms; /* a retried cid within this is the same message */
     /* connection safety (docs/limits.md) */
     uint64_t max_message_bytes;  /* largest WebSocket message accepted (1009 beyond) */
     uint64_t max_header_bytes;   /* largest HTTP request head (431 beyond) */

@@ -124,6 +124,9 @@ typedef struct gw_app {
     /* Broker traffic (broker.h's handlers, forwarded). */
     void (*on_broker_message)(gw_server_t *srv, chat_str_t topic, chat_str_t data);
     void (*on_published)(gw_server_t *srv, uint64_t tag, int status, uint64_t receivers);
+    void (*on_appended)(gw_server_t *srv, uint64_t tag, const broker_append_result_t *r);
+    void (*on_history)(gw_server_t *srv, uint64_t tag, const broker_history_result_t *r);
+    void (*on_subscribed)(gw_server_t *srv, chat_str_t topic);
     /* Appends the app's metric families to /metrics (gw__metrics_family/_sample). */
     void (*render_metrics)(gw_server_t *srv, chat_buf_t *out);
 } gw_app_t;

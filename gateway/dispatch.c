@@ -32,7 +32,6 @@ void gw__dispatch_error(gw_session_t *s, const char *code, const char *message, 
     gw__session_send_json(s, chat_buf_str(b));
 }
 
-/* Publishes a system join/leave notice for room (the actor does not get it). */
 /* Publishes a system join/leave notice for room (the actor does not get it), unless nobody else
  * is in the room: no other local member, and the room's last notice reached this node only with
  * nothing from another node since (gw_room_t.alone). The notice's receiver count keeps that
@@ -70,14 +69,15 @@ static int resolve(gw_session_t *s, chat_str_t name, int for_join, chat_str_t ci
     return 1;
 }
 
-void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid)
+void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid, const gw_since_t *since)
 {
     gw_member_t *m;
     char buf[CHAT_ROOM_NAME_MAX];
     chat_str_t room;
+    int fresh = 0;
     if (!resolve(s, name, 1, cid, buf, &room))
         return;
-    if (gw__room_membership(s, room) == NULL) {
+    if ((m = gw__room_membership(s, room)) == NULL) {
         if (gw__chat_session(s)->nrooms >= s->srv->cfg->max_rooms_per_conn) {
             gw__dispatch_error(s, "room_limit", "too many rooms for this connection", cid, room);
             return;
@@ -87,9 +87,15 @@ void gw__dispatch_join(gw_session_t *s, chat_str_t name, chat_str_t cid)
             return;
         }
         notice(s, m->room, "join");
+        fresh = 1;
     }
+    if (s->srv->cfg->history_size > 0) { /* joined carries the room's position */
+        gw__history_join(m, fresh, since);
+        return;
+    }
+    chat_env_joined_t j = {.has_recovered = since != NULL, .recovered = 0};
     chat_buf_t *b = scratch(s);
-    chat_env_build_joined(b, room, NULL);
+    chat_env_build_joined(b, room, since != NULL ? &j : NULL);
     gw__session_send_json(s, chat_buf_str(b));
 }
 
@@ -188,8 +194,23 @@ static void chat(gw_session_t *s, const chat_env_in_t *in)
         .ts = chat_wall_ms(),
     };
     chat_buf_t *b = scratch(s);
-    chat_env_build_chat(b, &m);
-    if (gw__relay_publish(chat, room, CHAT_WIRE_CHAT, s, 0, s->id, chat_buf_str(b)) != 0) {
+    int rc;
+    if (srv->cfg->history_size > 0) { /* stored, with a seq; a retried cid is one message */
+        char key[BROKER_DEDUPE_KEY_MAX];
+        chat_str_t dk = CHAT_STR_NULL, user = gw__session_user(s);
+        int kl = in->cid.p == NULL ? -1 : snprintf(key, sizeof(key), "%zu:", user.len);
+        if (kl > 0 && (size_t)kl + user.len + in->cid.len <= sizeof(key)) {
+            memcpy(key + kl, user.p, user.len);
+            memcpy(key + kl + user.len, in->cid.p, in->cid.len);
+            dk = chat_str(key, (size_t)kl + user.len + in->cid.len);
+        }
+        chat_env_build_chat_open(b, &m);
+        rc = gw__relay_append(chat, room, s, s->id, chat_buf_str(b), dk, m.id);
+    } else {
+        chat_env_build_chat(b, &m);
+        rc = gw__relay_publish(chat, room, CHAT_WIRE_CHAT, s, 0, s->id, chat_buf_str(b));
+    }
+    if (rc != 0) {
         gw__dispatch_error(s, "unavailable", "the message could not be published", in->cid, room);
         return;
     }
@@ -208,6 +229,20 @@ static void typing(gw_session_t *s, const chat_env_in_t *in)
     chat_env_build_typing(b, room, gw__session_user(s), gw__session_name(s));
     /* best effort: no answer */
     gw__relay_publish(gw__chat(s->srv), room, CHAT_WIRE_TYPING, s, 1, 0, chat_buf_str(b));
+}
+
+/* `history`: the same permission as join, no membership needed. */
+static void history(gw_session_t *s, const chat_env_in_t *in)
+{
+    char buf[CHAT_ROOM_NAME_MAX];
+    chat_str_t room;
+    if (!resolve(s, in->room, 1, in->cid, buf, &room))
+        return;
+    if (s->srv->cfg->history_size == 0) {
+        gw__dispatch_error(s, "history_off", "this gateway keeps no history", in->cid, room);
+        return;
+    }
+    gw__history_request(s, room, in);
 }
 
 /* A new token for the same user: the connection keeps going with its claims and expiry. */
@@ -286,9 +321,11 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
         gw__dispatch_error(s, "bad_request", in.error, in.cid, CHAT_STR_NULL);
     } else {
         switch (in.type) {
-        case CHAT_ENV_JOIN:
-            gw__dispatch_join(s, in.room, in.cid);
+        case CHAT_ENV_JOIN: {
+            gw_since_t since = {in.since_seq, in.since_epoch};
+            gw__dispatch_join(s, in.room, in.cid, in.has_since ? &since : NULL);
             break;
+        }
         case CHAT_ENV_LEAVE:
             leave(s, in.room, in.cid);
             break;
@@ -308,6 +345,8 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
             refresh(s, &in);
             break;
         case CHAT_ENV_HISTORY:
+            history(s, &in);
+            break;
         case CHAT_ENV_PRESENCE:
         case CHAT_ENV_NTYPES:
             break; /* not parsed yet */
@@ -350,7 +389,7 @@ static void on_open(gw_session_t *s, const gw_upgrade_t *u)
                            chat_str(s->conn_name, s->conn_name_len));
     gw__session_send_json(s, chat_buf_str(b));
     if (u->route == GW_ROUTE_CHAT)
-        gw__dispatch_join(s, u->room, CHAT_STR_NULL);
+        gw__dispatch_join(s, u->room, CHAT_STR_NULL, NULL);
 }
 
 /* At the safe point: leave every room (leave notices), forget pending publications. */
@@ -391,6 +430,7 @@ static void on_tick(uv_timer_t *t)
     gw_chat_t *chat = chat_container_of(t, gw_chat_t, tick);
     uint64_t now = uv_now(chat->srv->loop);
     gw__room_sweep(chat, now, 0);
+    gw__history_tick(chat, now);
     gw__chat_stats_tick(chat, now);
 }
 
@@ -405,6 +445,7 @@ static int on_start(gw_server_t *srv)
     base36((uint64_t)chat_wall_ms(), chat->boot36, sizeof(chat->boot36));
     srv->app_state = chat;
     gw__chat_stats_init(chat);
+    gw__history_init(chat);
     uv_timer_init(srv->loop, &chat->tick);
     uv_timer_start(&chat->tick, on_tick, CHAT_TICK_MS, CHAT_TICK_MS);
     uv_unref((uv_handle_t *)&chat->tick);
@@ -429,6 +470,7 @@ static void on_stop(gw_server_t *srv)
     chat_buf_free(&chat->json);
     chat_buf_free(&chat->wire);
     gw__chat_stats_dispose(chat);
+    gw__history_dispose(chat);
     srv->app_state = NULL;
     gw__server_hold(srv);
     uv_close((uv_handle_t *)&chat->tick, on_tick_closed); /* frees chat */
@@ -444,5 +486,8 @@ const gw_app_t gw_chat_app = {
     .on_token_expiring = on_token_expiring,
     .on_broker_message = gw__relay_on_message,
     .on_published = gw__relay_on_published,
+    .on_appended = gw__relay_on_appended,
+    .on_history = gw__history_on_read,
+    .on_subscribed = gw__relay_on_subscribed,
     .render_metrics = gw__chat_stats_render,
 };

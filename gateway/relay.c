@@ -35,8 +35,29 @@ int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
     return broker_publish(srv->broker, room, chat_buf_str(&chat->wire), tag);
 }
 
+int gw__relay_append(gw_chat_t *chat, chat_str_t room, const gw_session_t *origin, uint64_t tag,
+                     chat_str_t open, chat_str_t dedupe_key, chat_str_t receipt)
+{
+    gw_server_t *srv = chat->srv;
+    chat_wire_hdr_t h = {
+        .kind = CHAT_WIRE_CHAT,
+        .origin_node = srv->node,
+        .origin_conn = origin ? origin->id : 0,
+        .publish_ms = chat_wall_ms(),
+    };
+    chat_buf_reset(&chat->wire);
+    chat_wire_put_header(&chat->wire, &h);
+    chat_buf_append_str(&chat->wire, open);
+    broker_append_t m = {
+        .parts = {chat_buf_str(&chat->wire), CHAT_LIT(CHAT_ENV_SEQ_MID), CHAT_LIT(CHAT_ENV_SEQ_END)},
+        .dedupe_key = dedupe_key,
+        .receipt = receipt,
+    };
+    return broker_append(srv->broker, room, &m, tag);
+}
+
 /* Counted always; logged at most once per REJECT_LOG_EVERY_MS (with how many were dropped). */
-static void reject(gw_chat_t *chat, chat_str_t topic, size_t bytes, chat_wire_reason_t why)
+void gw__relay_reject(gw_chat_t *chat, chat_str_t topic, size_t bytes, chat_wire_reason_t why)
 {
     uint64_t now = uv_now(chat->srv->loop);
     chat->rejected[why]++;
@@ -61,7 +82,16 @@ void gw__relay_on_message(gw_server_t *srv, chat_str_t topic, chat_str_t data)
         return; /* the last member left after the message was published */
     chat_wire_limits_t lim = {.now_ms = chat_wall_ms(), .max_text_bytes = srv->cfg->max_text_bytes};
     if (chat_wire_check(topic, data, &lim, &h, &json, &why) != 0) {
-        reject(chat, topic, data.len, why);
+        gw__relay_reject(chat, topic, data.len, why);
+        return;
+    }
+    if (h.kind == CHAT_WIRE_CHAT && h.seq != 0 && srv->cfg->history_size > 0) { /* stored: delivered in seq order */
+        if (!chat_str_eq(h.origin_node, srv->node)) {
+            room->alone = 0;
+            room->remote_seq++;
+        }
+        gw__chat_stats_latency(chat, h.publish_ms);
+        gw__history_on_chat(chat, room, &h, json);
         return;
     }
     gw_out_kind_t kind = h.kind == CHAT_WIRE_CHAT ? GW_OUT_MUST : GW_OUT_DROPPABLE;
@@ -90,5 +120,21 @@ void gw__relay_on_published(gw_server_t *srv, uint64_t tag, int status, uint64_t
     }
     gw_session_t *s = gw__session_find(srv, tag);
     if (s != NULL)
-        gw__pubs_on_published(s, status);
+        gw__pubs_on_published(s, status, NULL);
+}
+
+void gw__relay_on_appended(gw_server_t *srv, uint64_t tag, const broker_append_result_t *r)
+{
+    gw_session_t *s = gw__session_find(srv, tag);
+    if (r->status == 0 && r->duplicate)
+        gw__chat(srv)->dedupe_hits++;
+    if (s != NULL)
+        gw__pubs_on_published(s, r->status, r);
+}
+
+void gw__relay_on_subscribed(gw_server_t *srv, chat_str_t topic)
+{
+    gw_room_t *room = gw__room_find(gw__chat(srv), topic);
+    if (room != NULL)
+        gw__history_on_subscribed(gw__chat(srv), room);
 }

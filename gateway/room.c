@@ -105,6 +105,7 @@ int gw__room_join(gw_session_t *s, chat_str_t name, gw_member_t **out)
         room->name_len = name.len;
         room->id = ++chat->next_room_id;
         chat_list_init(&room->linger_link);
+        chat_list_init(&room->held);
         chat_map_put(&chat->rooms, name, room);
         chat_map_put(&chat->room_ids, id_key(&room->id), room);
     }
@@ -134,6 +135,7 @@ static void room_free(gw_chat_t *chat, gw_room_t *room, int unsubscribe)
         chat_list_unlink(&room->linger_link);
     chat_map_del(&chat->room_ids, id_key(&room->id));
     chat_map_del(&chat->rooms, name);
+    gw__history_room_gone(room);
     free(room);
 }
 
@@ -146,6 +148,7 @@ void gw__room_leave(gw_member_t *m)
     chat_list_unlink(&m->session_link);
     gw__chat_session(m->session)->nrooms--;
     room->nmembers--;
+    gw__history_member_gone(m);
     free(m);
     if (room->nmembers > 0)
         return;
@@ -177,7 +180,8 @@ size_t gw__room_fanout(gw_room_t *room, chat_rcbuf_t *frame, gw_out_kind_t kind,
     chat_list_foreach(pos, &room->members)
     {
         gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
-        if (m->session->id != skip && gw__session_send(m->session, frame, kind))
+        if (m->state == GW_MEMBER_LIVE && m->session->id != skip &&
+            gw__session_send(m->session, frame, kind))
             n++;
     }
     return n;

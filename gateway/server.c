@@ -59,6 +59,27 @@ static void on_broker_published(void *ctx, uint64_t tag, int status, uint64_t re
         srv->app->on_published(srv, tag, status, receivers);
 }
 
+static void on_broker_appended(void *ctx, uint64_t tag, const broker_append_result_t *r)
+{
+    gw_server_t *srv = ctx;
+    if (srv->app->on_appended)
+        srv->app->on_appended(srv, tag, r);
+}
+
+static void on_broker_history(void *ctx, uint64_t tag, const broker_history_result_t *r)
+{
+    gw_server_t *srv = ctx;
+    if (srv->app->on_history)
+        srv->app->on_history(srv, tag, r);
+}
+
+static void on_broker_subscribed(void *ctx, chat_str_t topic)
+{
+    gw_server_t *srv = ctx;
+    if (srv->app->on_subscribed)
+        srv->app->on_subscribed(srv, topic);
+}
+
 static void on_broker_link(void *ctx, int up)
 {
     CHAT_LOG0(up ? CHAT_LOG_INFO : CHAT_LOG_WARN, up ? "broker link up" : "broker link down");
@@ -173,12 +194,18 @@ int gw_server_start(gw_server_t **out, uv_loop_t *loop, const gw_config_t *cfg, 
         .on_published = on_broker_published,
         .on_link = on_broker_link,
         .ctx = srv,
+        .on_appended = on_broker_appended,
+        .on_history = on_broker_history,
+        .on_subscribed = on_broker_subscribed,
     };
     broker_config_t bc = {
         .url = cfg->redis_url,
         .prefix = cfg->redis_prefix,
         .node_id = cfg->node_id,
         .timeout_ms = cfg->redis_timeout_ms,
+        .history_size = cfg->history_size,
+        .history_ttl_ms = cfg->history_ttl_ms,
+        .dedupe_window_ms = cfg->dedupe_window_ms,
     };
     const char *why;
     if ((rc = broker_open(loop, &bc, &bh, &srv->broker, &why)) != 0) {
