@@ -355,13 +355,43 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
     chat_env_free(doc);
 }
 
-/* /chat/{room}: the room must be one s may join (403 forbidden; 400 for a malformed dm: name).
- * Rewrites u->room to its canonical form (in buf). */
+/* `since` and `epoch` of /chat/{room}?since=41&epoch=e: returns 1 with *out filled, 0 when the
+ * query has neither, -1 when they are not both there and well formed. */
+static int query_since(chat_str_t query, gw_since_t *out)
+{
+    chat_str_t sv, ev;
+    int hs = query.p != NULL && gw_http_query_param(query, "since", &sv);
+    int he = query.p != NULL && gw_http_query_param(query, "epoch", &ev);
+    if (!hs && !he)
+        return 0;
+    if (!hs || !he || sv.len == 0 || sv.len > 16 || !chat_epoch_valid(ev))
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < sv.len; i++) {
+        if (sv.p[i] < '0' || sv.p[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(sv.p[i] - '0');
+    }
+    if (v > ((uint64_t)1 << 53))
+        return -1;
+    out->seq = v;
+    out->epoch = ev;
+    return 1;
+}
+
+/* /chat/{room}: the room must be one s may join (403 forbidden; 400 for a malformed dm: name,
+ * or a malformed since/epoch). Rewrites u->room to its canonical form (in buf). */
 static int on_upgrade(gw_session_t *s, gw_upgrade_t *u, char *buf, const char **error,
                       const char **message)
 {
+    gw_since_t since;
     if (u->route != GW_ROUTE_CHAT)
         return 0;
+    if (query_since(u->query, &since) < 0) {
+        *error = "bad_request";
+        *message = "since and epoch go together: ?since=<seq>&epoch=<epoch>";
+        return 400;
+    }
     int rc = gw__room_resolve(s, u->room, 1, buf, &u->room);
     if (rc == CHAT_EBADREQ) {
         *error = "bad_request";
@@ -388,8 +418,11 @@ static void on_open(gw_session_t *s, const gw_upgrade_t *u)
     chat_env_build_welcome(b, gw__session_user(s), gw__session_name(s), srv->node,
                            chat_str(s->conn_name, s->conn_name_len));
     gw__session_send_json(s, chat_buf_str(b));
-    if (u->route == GW_ROUTE_CHAT)
-        gw__dispatch_join(s, u->room, CHAT_STR_NULL, NULL);
+    if (u->route == GW_ROUTE_CHAT) {
+        gw_since_t since;
+        int has = query_since(u->query, &since) > 0;
+        gw__dispatch_join(s, u->room, CHAT_STR_NULL, has ? &since : NULL);
+    }
 }
 
 /* At the safe point: leave every room (leave notices), forget pending publications. */

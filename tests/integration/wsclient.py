@@ -64,9 +64,8 @@ class Client:
             c = cls(ws, first)
             if path.startswith("/chat/"):
                 room = path[len("/chat/"):].split("?", 1)[0]
-                joined = await c.recv()
-                assert joined == {"type": "joined", "room": room}, \
-                    f"second frame on {path} is not joined: {joined}"
+                c.joined = check_joined(await c.recv(), room,
+                                        recovery="since=" in path.split("?", 1)[-1])
             return c
         except BaseException:
             ws.transport.abort()
@@ -124,11 +123,14 @@ class Client:
         got = await self.recv_until_pong()
         assert got == [], f"expected {what}, but received {got}"
 
-    async def join(self, room, skip=()):
-        await self.send({"type": "join", "room": room})
-        f = await self.recv_type("joined", skip=skip)
-        assert f == {"type": "joined", "room": room}
-        return f
+    async def join(self, room, skip=(), since=None):
+        """Joins room (since: {"seq":..,"epoch":..} asks for recovery) and returns `joined`."""
+        msg = {"type": "join", "room": room}
+        if since is not None:
+            msg["since"] = since
+        await self.send(msg)
+        return check_joined(await self.recv_type("joined", skip=skip), room,
+                            recovery=since is not None)
 
     async def leave(self, room, skip=()):
         await self.send({"type": "leave", "room": room})
@@ -206,10 +208,41 @@ async def close_all(clients):
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def check_position(frame):
+    """seq and epoch as history puts them on joined and chat frames (when history is on)."""
+    seq, epoch = frame["seq"], frame["epoch"]
+    assert isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= 2 ** 53, frame
+    assert isinstance(epoch, str) and EPOCH_RE.fullmatch(epoch), frame
+
+
+def check_joined(frame, room, recovery=False):
+    """A `joined` for room: with history on it carries seq and epoch; after a join with since,
+    "recovered" (a boolean). Returns the frame."""
+    assert frame["type"] == "joined" and frame["room"] == room, f"expected joined {room}: {frame}"
+    keys = {"type", "room"}
+    if "seq" in frame or "epoch" in frame:
+        check_position(frame)
+        keys |= {"seq", "epoch"}
+    if recovery:
+        assert isinstance(frame.get("recovered"), bool), frame
+        keys.add("recovered")
+    assert set(frame) == keys, f"fields of {frame}"
+    return frame
+
+
 def check_chat(frame, room, user, text):
-    """A delivered chat frame has exactly the documented fields with the server's values."""
+    """A delivered chat frame has exactly the documented fields with the server's values (seq
+    and epoch with history on)."""
     assert frame["type"] == "chat"
-    assert set(frame) == {"type", "room", "id", "user", "text", "ts"}, f"fields of {frame}"
+    keys = {"type", "room", "id", "user", "text", "ts"}
+    if "seq" in frame or "epoch" in frame:
+        check_position(frame)
+        assert frame["seq"] >= 1, frame
+        keys |= {"seq", "epoch"}
+    assert set(frame) == keys, f"fields of {frame}"
     assert frame["room"] == room
     assert frame["user"] == user
     assert frame["text"] == text
