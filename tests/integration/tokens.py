@@ -207,8 +207,7 @@ async def connect(gw, tok=None, path="/ws", carrier="subprotocol", joined=None, 
         c = wsclient.Client(ws, first)
         if path.startswith("/chat/"):
             room = joined or path[len("/chat/"):].split("?", 1)[0]
-            f = await c.recv()
-            assert f == {"type": "joined", "room": room}, f"expected joined {room}, got {f}"
+            c.joined = wsclient.check_joined(await c.recv(), room)
         return c
     except BaseException:
         ws.transport.abort()
