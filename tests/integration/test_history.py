@@ -195,7 +195,10 @@ def test_join_since_replays_exactly_what_was_missed_then_live(gateway):
     run(body())
 
 
-def test_recovery_while_another_member_keeps_publishing_has_no_gap_and_no_duplicate(gateway):
+def test_recovery_while_another_member_keeps_publishing_has_no_gap_and_no_duplicate(
+        gateway_factory):
+    gateway = gateway_factory("--rate-limit", "0", "--user-rate-limit", "0")
+
     async def body():
         a = await Client.open(gateway)
         await a.join("busy")
