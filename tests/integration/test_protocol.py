@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 
-from wsclient import (Client, check_chat, check_system, check_ts, close_all, open_clients, run,
+from wsclient import (Client, check_chat, check_joined, check_system, check_ts, close_all,
+                      open_clients, run,
                       user_pattern)
 
 
@@ -347,7 +348,7 @@ def test_system_join_and_leave_notices(gateway):
         a = await Client.open(gateway, "/chat/r")
         b = await Client.open(gateway)
         await b.send({"type": "join", "room": "r"})
-        assert await b.recv() == {"type": "joined", "room": "r"}
+        check_joined(await b.recv(), "r")
         check_system(await a.recv(), "r", "join", b.user)
         await a.assert_quiet("one notice per join")
         await b.send({"type": "leave", "room": "r"})
