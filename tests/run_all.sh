@@ -53,9 +53,10 @@ done
 if [[ " $suites " == *" browser "* ]]; then
   echo "== browser"
   # one "browser <test>: pass|fail" line per test; a hung suite is one failure
-  if ! timeout 600 bash tests/browser/run.sh "$root/build/gateway/chat-gateway" \
-       "$results/browser.result" && [ ! -s "$results/browser.result" ]; then
-    echo "browser suite: fail" >"$results/browser.result"
+  timeout 600 bash tests/browser/run.sh "$root/build/gateway/chat-gateway" \
+    "$results/browser.result"
+  if [ $? -ne 0 ] && ! grep -q ': fail$' "$results/browser.result" 2>/dev/null; then
+    echo "browser suite: fail" >>"$results/browser.result"
   fi
 fi
 if [[ " $suites " == *" fuzz "* ]]; then
