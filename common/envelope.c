@@ -65,7 +65,11 @@ static const type_spec_t types[] = {
     {"typing", CHAT_ENV_TYPING, 0, F_ROOM},
     {"refresh", CHAT_ENV_REFRESH, F_TOKEN, F_TOKEN},
     {"ping", CHAT_ENV_PING, 0, 0},
+    {"history", CHAT_ENV_HISTORY, F_ROOM, F_ROOM},
+    {"presence", CHAT_ENV_PRESENCE, F_ROOM, F_ROOM},
 };
+_Static_assert(sizeof(types) / sizeof(types[0]) == CHAT_ENV_NTYPES - 1,
+               "one entry per chat_env_type_t");
 
 static int fail(chat_env_in_t *out, int rc, const char *why)
 {
@@ -404,6 +408,7 @@ static int refuse_nul(const cJSON *root, const str_scan_t *scan, chat_env_in_t *
         {"text", "field 'text' contains a NUL character"},
         {"token", "field 'token' contains a NUL character"},
         {"cid", "field 'cid' contains a NUL character"},
+        {"since", "field 'since' contains a NUL character"},
     };
     unsigned i = 0;
 
@@ -418,6 +423,214 @@ static int refuse_nul(const cJSON *root, const str_scan_t *scan, chat_env_in_t *
         break;
     }
     return fail(out, CHAT_EBADREQ, "a string in the message contains a NUL character");
+}
+
+/* ---- whole numbers, read from the text ------------------------------------------------- */
+
+/* 2^53: the largest integer that a double, and so a JavaScript number, holds exactly */
+#define INT_2_53 ((uint64_t)1 << 53)
+
+/* cJSON skips every byte up to 0x20 between tokens (NUL and other control bytes included). */
+static size_t skip_cjson_space(const char *p, size_t n, size_t i)
+{
+    while (i < n && (unsigned char)p[i] <= 0x20)
+        i++;
+    return i;
+}
+
+/* The offset in p[0..n) of the value of `item`, a member of `obj` whose '{' is at p[at]: cJSON
+ * keeps the members in input order, duplicates included, so its k-th child is the k-th member
+ * of the text. n when the text does not read so (never, for the text cJSON built obj from). */
+static size_t member_value_at(const char *p, size_t n, size_t at, const cJSON *obj,
+                              const cJSON *item)
+{
+    size_t k = 0, i;
+    const cJSON *c = obj->child;
+
+    while (c != NULL && c != item) {
+        c = c->next;
+        k++;
+    }
+    if (c == NULL || at >= n || p[at] != '{')
+        return n;
+    for (i = at + 1;; i++) { /* one member per turn: "key" : value , */
+        i = skip_cjson_space(p, n, i);
+        if (i >= n || p[i] != '"')
+            return n;
+        for (i++; i < n && p[i] != '"'; i++)
+            if (p[i] == '\\')
+                i++;
+        if (i >= n)
+            return n;
+        i = skip_cjson_space(p, n, i + 1);
+        if (i >= n || p[i] != ':')
+            return n;
+        i = skip_cjson_space(p, n, i + 1);
+        if (k-- == 0)
+            return i;
+        i = peek_skip_value(p, n, i);
+        if (i >= n || p[i] != ',')
+            return n;
+    }
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Reads the JSON number written at p[i..n) (RFC 8259: -? int frac? exp?) exactly, from its
+ * digits rather than through cJSON's double (which reads 9007199254740993 as 2^53, and
+ * 4503599627370496.5 as a whole number). 1 with *v when it is a whole number from min to max
+ * (max <= 2^53): "100", "1e2", "100.0" and "1000e-1" are 100; "41.5", "-1", "1." are not.
+ * Else 0. i == n (no number found) is 0 too. */
+static int exact_uint(const char *p, size_t n, size_t i, uint64_t min, uint64_t max, uint64_t *v)
+{
+    size_t int_at, int_len, frac_at = 0, frac_len = 0, len, first = 0, last;
+    int64_t exp = 0, scale;
+    uint64_t val = 0;
+    int neg = 0;
+
+    if (i < n && p[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    for (int_at = i; i < n && is_digit(p[i]); i++)
+        ;
+    if ((int_len = i - int_at) == 0)
+        return 0;
+    if (i < n && p[i] == '.') {
+        for (frac_at = ++i; i < n && is_digit(p[i]); i++)
+            ;
+        if ((frac_len = i - frac_at) == 0)
+            return 0;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        int exp_neg = 0;
+        size_t exp_at;
+        if (++i < n && (p[i] == '+' || p[i] == '-'))
+            exp_neg = p[i++] == '-';
+        for (exp_at = i; i < n && is_digit(p[i]); i++)
+            if (exp < 1000000) /* saturates: far beyond any digit count we keep */
+                exp = exp * 10 + (p[i] - '0');
+        if (i == exp_at)
+            return 0;
+        if (exp_neg)
+            exp = -exp;
+    }
+    if (i < n &&
+        (is_digit(p[i]) || p[i] == '.' || p[i] == 'e' || p[i] == 'E' || p[i] == '+' || p[i] == '-'))
+        return 0; /* more number-like bytes than the grammar allows ("1.2.3", "1e5e5") */
+    /* value = digits d[first..last) * 10^scale, d being the integer digits then the fraction's */
+    len = int_len + frac_len;
+#define DIGIT_AT(k) ((k) < int_len ? p[int_at + (k)] : p[frac_at + (k)-int_len])
+    while (first < len && DIGIT_AT(first) == '0')
+        first++;
+    last = len;
+    while (last > first && DIGIT_AT(last - 1) == '0')
+        last--;
+    scale = exp - (int64_t)frac_len + (int64_t)(len - last);
+    if (first < last) {
+        if (scale < 0)
+            return 0; /* a fraction is left */
+        if (last - first > 20 || (uint64_t)scale > 20 - (last - first))
+            return 0; /* at least 10^20: above any max */
+        for (size_t k = first; k < last + (size_t)scale; k++) {
+            uint64_t d = k < last ? (uint64_t)(DIGIT_AT(k) - '0') : 0;
+            if (val > max / 10 || val * 10 + d > max)
+                return 0;
+            val = val * 10 + d;
+        }
+    }
+#undef DIGIT_AT
+    if ((neg && val != 0) || val < min || val > max)
+        return 0;
+    *v = val;
+    return 1;
+}
+
+/* ---- fields of join (since) and history (before, limit) -------------------------------- */
+
+#define SINCE_WHY "field 'since' must be {\"seq\":<integer 0..2^53>,\"epoch\":<string>}"
+
+/* An optional whole-number member `key` of root, in min..2^53. */
+static int parse_count(const char *p, size_t n, size_t top, const cJSON *root, const char *key,
+                       uint64_t min, const char *why, chat_env_in_t *out, uint64_t *dst, int *has)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+
+    if (item == NULL)
+        return 0;
+    if (!cJSON_IsNumber(item) ||
+        !exact_uint(p, n, member_value_at(p, n, top, root, item), min, INT_2_53, dst))
+        return fail(out, CHAT_EBADREQ, why);
+    *has = 1;
+    return 0;
+}
+
+/* join: "since":{"seq":<0..2^53>,"epoch":<chat_epoch_valid>}, exactly these two members. */
+static int parse_since(const char *p, size_t n, size_t top, const cJSON *root, chat_env_in_t *out)
+{
+    const cJSON *since = cJSON_GetObjectItemCaseSensitive(root, "since");
+    const cJSON *seq, *epoch;
+    uint64_t seq_value;
+    chat_str_t e;
+
+    if (since == NULL)
+        return 0;
+    if (!cJSON_IsObject(since))
+        return fail(out, CHAT_EBADREQ, SINCE_WHY);
+    seq = cJSON_GetObjectItemCaseSensitive(since, "seq");
+    epoch = cJSON_GetObjectItemCaseSensitive(since, "epoch");
+    /* both found and two members in all: no other member, no duplicate */
+    if (seq == NULL || epoch == NULL || cJSON_GetArraySize(since) != 2 || !cJSON_IsNumber(seq) ||
+        !exact_uint(p, n,
+                    member_value_at(p, n, member_value_at(p, n, top, root, since), since, seq), 0,
+                    INT_2_53, &seq_value) ||
+        !cJSON_IsString(epoch) || epoch->valuestring == NULL)
+        return fail(out, CHAT_EBADREQ, SINCE_WHY);
+    e = chat_cstr(epoch->valuestring); /* NULs were refused before: the decoded length */
+    if (!chat_epoch_valid(e))
+        return fail(out, CHAT_EBADREQ,
+                    "field 'since' has an invalid epoch (1 to 32 of A-Z a-z 0-9 _ -)");
+    out->has_since = 1;
+    out->since_seq = seq_value;
+    out->since_epoch = e;
+    return 0;
+}
+
+/* The fields only some types read (and check): since for join, before and limit for history. */
+static int parse_extras(const char *p, size_t n, const cJSON *root, chat_env_in_t *out)
+{
+    const char *brace = memchr(p, '{', n); /* the object's: only a BOM and spaces precede it */
+    size_t top = brace != NULL ? (size_t)(brace - p) : n;
+    int has_limit = 0;
+    int rc;
+
+    switch (out->type) {
+    case CHAT_ENV_JOIN:
+        return parse_since(p, n, top, root, out);
+    case CHAT_ENV_HISTORY:
+        if ((rc = parse_count(p, n, top, root, "before", 1,
+                              "field 'before' must be an integer from 1 to 2^53", out, &out->before,
+                              &out->has_before)) != 0 ||
+            (rc = parse_count(p, n, top, root, "limit", 1,
+                              "field 'limit' must be an integer from 1 to 2^53", out, &out->limit,
+                              &has_limit)) != 0)
+            return rc;
+        if (out->limit > CHAT_ENV_HISTORY_MAX)
+            out->limit = CHAT_ENV_HISTORY_MAX;
+        return 0;
+    case CHAT_ENV_LEAVE:
+    case CHAT_ENV_CHAT:
+    case CHAT_ENV_TYPING:
+    case CHAT_ENV_PING:
+    case CHAT_ENV_REFRESH:
+    case CHAT_ENV_PRESENCE:
+    case CHAT_ENV_NTYPES:
+        break;
+    }
+    return 0;
 }
 
 /* On CHAT_EBADJSON *doc stays NULL (any tree built was freed here); on every other return
@@ -436,7 +649,8 @@ int chat_env_parse(const char *p, size_t n, chat_env_in_t *out, struct cJSON **d
     if (scan.nul_key)
         return fail(out, CHAT_EBADREQ, "a key in the message contains a NUL character");
     if ((rc = parse_cid(*doc, &scan, out)) != 0 || (rc = refuse_nul(*doc, &scan, out)) != 0 ||
-        (rc = parse_type(*doc, out, &spec)) != 0 || (rc = parse_fields(*doc, spec, out)) != 0)
+        (rc = parse_type(*doc, out, &spec)) != 0 || (rc = parse_fields(*doc, spec, out)) != 0 ||
+        (rc = parse_extras(p, n, *doc, out)) != 0)
         return rc;
     return 0;
 }
@@ -523,6 +737,11 @@ static void put_int(chat_buf_t *b, int64_t v)
     chat_buf_appendf(b, "%" PRId64, v);
 }
 
+static void put_u64(chat_buf_t *b, uint64_t v)
+{
+    chat_buf_appendf(b, "%" PRIu64, v);
+}
+
 /* ,"user":..[,"name":..] */
 static void put_identity(chat_buf_t *b, chat_str_t user, chat_str_t name)
 {
@@ -548,9 +767,20 @@ void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t name, c
 
 void chat_env_build_joined(chat_buf_t *out, chat_str_t room, const chat_env_joined_t *j)
 {
-    (void)j;
     PUT_LIT(out, "{\"type\":\"joined\",\"room\":");
     put_str(out, room);
+    if (j != NULL && j->has_seq) {
+        PUT_LIT(out, ",\"seq\":");
+        put_u64(out, j->seq);
+        PUT_LIT(out, ",\"epoch\":");
+        put_str(out, j->epoch);
+    }
+    if (j != NULL && j->has_recovered) {
+        if (j->recovered)
+            PUT_LIT(out, ",\"recovered\":true");
+        else
+            PUT_LIT(out, ",\"recovered\":false");
+    }
     PUT_LIT(out, "}");
 }
 
@@ -566,7 +796,8 @@ void chat_env_build_pong(chat_buf_t *out)
     PUT_LIT(out, "{\"type\":\"pong\"}");
 }
 
-void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m)
+/* The chat envelope up to its closing brace (excluded). */
+static void put_chat_body(chat_buf_t *out, const chat_env_chat_t *m)
 {
     PUT_LIT(out, "{\"type\":\"chat\",\"room\":");
     put_str(out, m->room);
@@ -577,20 +808,79 @@ void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m)
     put_str(out, m->text);
     PUT_LIT(out, ",\"ts\":");
     put_int(out, m->ts);
+}
+
+void chat_env_build_chat(chat_buf_t *out, const chat_env_chat_t *m)
+{
+    put_chat_body(out, m);
     PUT_LIT(out, "}");
+}
+
+void chat_env_build_chat_open(chat_buf_t *out, const chat_env_chat_t *m)
+{
+    put_chat_body(out, m);
+    PUT_LIT(out, ",\"seq\":");
 }
 
 void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id,
                         int has_seq, uint64_t seq)
 {
-    (void)has_seq;
-    (void)seq;
     PUT_LIT(out, "{\"type\":\"ack\",\"cid\":");
     put_str(out, cid);
     PUT_LIT(out, ",\"room\":");
     put_str(out, room);
     PUT_LIT(out, ",\"id\":");
     put_str(out, id);
+    if (has_seq) {
+        PUT_LIT(out, ",\"seq\":");
+        put_u64(out, seq);
+    }
+    PUT_LIT(out, "}");
+}
+
+void chat_env_build_history(chat_buf_t *out, chat_str_t room, chat_str_t epoch, uint64_t seq,
+                            const chat_str_t *msgs, size_t n)
+{
+    size_t total = 0;
+
+    for (size_t i = 0; i < n; i++)
+        total += msgs[i].len + 1;
+    chat_buf_reserve(out, total + 64 + 6 * (room.len + epoch.len));
+    PUT_LIT(out, "{\"type\":\"history\",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, ",\"epoch\":");
+    put_str(out, epoch);
+    PUT_LIT(out, ",\"seq\":");
+    put_u64(out, seq);
+    PUT_LIT(out, ",\"messages\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            PUT_LIT(out, ",");
+        chat_buf_append(out, msgs[i].p, msgs[i].len);
+    }
+    PUT_LIT(out, "]}");
+}
+
+void chat_env_build_presence(chat_buf_t *out, chat_str_t room, uint64_t count,
+                             const chat_env_presence_user_t *users, size_t n, int listed)
+{
+    PUT_LIT(out, "{\"type\":\"presence\",\"room\":");
+    put_str(out, room);
+    PUT_LIT(out, ",\"count\":");
+    put_u64(out, count);
+    if (listed) {
+        PUT_LIT(out, ",\"users\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                PUT_LIT(out, ",");
+            PUT_LIT(out, "{\"user\":");
+            put_str(out, users[i].user);
+            PUT_LIT(out, ",\"connections\":");
+            put_u64(out, users[i].connections);
+            PUT_LIT(out, "}");
+        }
+        PUT_LIT(out, "]");
+    }
     PUT_LIT(out, "}");
 }
 
@@ -940,11 +1230,21 @@ void chat_env_jwt_claims_dispose(chat_jwt_claims_t *c)
 /* ---- relayed envelopes ------------------------------------------------------------------ */
 
 /* The longest fixed part of a relayed envelope: {"type":"chat","room":"","id":"","user":"",
- * "name":"","text":"","ts":} and the system one with "leave" are 69 bytes, plus 20 for ts. */
+ * "name":"","text":"","ts":} (the system one with "leave" is as long) is 69 bytes, and
+ * ,"seq":,"epoch":"" 18 more: 87, plus 20 digits for ts and 20 for seq. */
 #define RELAYED_OVERHEAD 128
 #define RELAYED_TS_MAX   9007199254740992.0 /* 2^53 */
 
 enum { RK_CHAT = 1u << 0, RK_TYPING = 1u << 1, RK_SYSTEM = 1u << 2, RK_ALL = 7u };
+
+/* What a field check may look at: the text (for numbers read exactly) and the node's limit. */
+typedef struct relayed_ctx {
+    const char *p;
+    size_t n;
+    const cJSON *root; /* its '{' is p[0] */
+    size_t max_text;
+    uint64_t seq; /* set by valid_seq() */
+} relayed_ctx_t;
 
 static int str_len_in(const cJSON *v, size_t min, size_t max)
 {
@@ -955,34 +1255,34 @@ static int str_len_in(const cJSON *v, size_t min, size_t max)
     return len >= min && len <= max;
 }
 
-static int valid_id(const cJSON *v, size_t max_text)
+static int valid_id(const cJSON *v, relayed_ctx_t *cx)
 {
     return str_len_in(v, 1, CHAT_ENV_RELAYED_MAX_ID);
 }
 
-static int valid_user(const cJSON *v, size_t max_text)
+static int valid_user(const cJSON *v, relayed_ctx_t *cx)
 {
     return str_len_in(v, 1, CHAT_JWT_MAX_SUB);
 }
 
-static int valid_name(const cJSON *v, size_t max_text)
+static int valid_name(const cJSON *v, relayed_ctx_t *cx)
 {
     return str_len_in(v, 0, CHAT_JWT_MAX_NAME);
 }
 
-static int valid_text(const cJSON *v, size_t max_text)
+static int valid_text(const cJSON *v, relayed_ctx_t *cx)
 {
-    return str_len_in(v, 1, max_text);
+    return str_len_in(v, 1, cx->max_text);
 }
 
-static int valid_event(const cJSON *v, size_t max_text)
+static int valid_event(const cJSON *v, relayed_ctx_t *cx)
 {
     return cJSON_IsString(v) && v->valuestring != NULL &&
            (strcmp(v->valuestring, "join") == 0 || strcmp(v->valuestring, "leave") == 0);
 }
 
 /* An integer in 0..2^53 (chat_wall_ms(), written with %PRId64 by put_int()). */
-static int valid_ts(const cJSON *v, size_t max_text)
+static int valid_ts(const cJSON *v, relayed_ctx_t *cx)
 {
     double d;
     if (!cJSON_IsNumber(v))
@@ -991,12 +1291,27 @@ static int valid_ts(const cJSON *v, size_t max_text)
     return d >= 0 && d <= RELAYED_TS_MAX && (double)(int64_t)d == d; /* false for NaN */
 }
 
+/* A history seq, 1..2^53, read from the text: a double would take 2^53 + 1 for 2^53. */
+static int valid_seq(const cJSON *v, relayed_ctx_t *cx)
+{
+    return cJSON_IsNumber(v) &&
+           exact_uint(cx->p, cx->n, member_value_at(cx->p, cx->n, 0, cx->root, v), 1, INT_2_53,
+                      &cx->seq);
+}
+
+static int valid_epoch(const cJSON *v, relayed_ctx_t *cx)
+{
+    return cJSON_IsString(v) && v->valuestring != NULL &&
+           chat_epoch_valid(chat_cstr(v->valuestring));
+}
+
 /* Every key a relayed envelope may have, the envelopes that carry it and those that require it
- * (as the builders write them). type and room are checked before, with reasons of their own. */
+ * (as the builders write them). type and room are checked before, with reasons of their own.
+ * seq and epoch (a chat stored in the history) come together or not at all. */
 static const struct relayed_field {
     const char *key;
     unsigned carried, required; /* RK_* */
-    int (*valid)(const cJSON *v, size_t max_text);
+    int (*valid)(const cJSON *v, relayed_ctx_t *cx);
 } relayed_fields[] = {
     {"type", RK_ALL, RK_ALL, NULL},
     {"room", RK_ALL, RK_ALL, NULL},
@@ -1006,15 +1321,21 @@ static const struct relayed_field {
     {"name", RK_ALL, 0, valid_name},
     {"text", RK_CHAT, RK_CHAT, valid_text},
     {"ts", RK_CHAT | RK_SYSTEM, RK_CHAT | RK_SYSTEM, valid_ts},
+    {"seq", RK_CHAT, 0, valid_seq},
+    {"epoch", RK_CHAT, 0, valid_epoch},
 };
 
 #define NRELAYED_FIELDS (sizeof(relayed_fields) / sizeof(relayed_fields[0]))
+enum { RF_SEQ = 1u << 8, RF_EPOCH = 1u << 9 }; /* their bits in relayed_fields_ok()'s `seen` */
+_Static_assert(NRELAYED_FIELDS == 10, "RF_SEQ and RF_EPOCH are the indexes of seq and epoch");
 
-/* 1 when every member of root is a key of kind rk, at most once, of a valid value, and every
- * key rk requires is there. */
-static int relayed_fields_ok(const cJSON *root, unsigned rk, size_t max_text)
+/* 1 when every member of root is a key of kind rk, at most once, of a valid value, every key rk
+ * requires is there, and seq and epoch are both there or both absent. *epoch: the epoch member
+ * (or NULL). */
+static int relayed_fields_ok(const cJSON *root, unsigned rk, relayed_ctx_t *cx, const cJSON **epoch)
 {
     unsigned seen = 0;
+    *epoch = NULL;
     for (const cJSON *c = root->child; c != NULL; c = c->next) {
         size_t k = 0;
         if (c->string == NULL)
@@ -1023,14 +1344,16 @@ static int relayed_fields_ok(const cJSON *root, unsigned rk, size_t max_text)
             k++;
         if (k == NRELAYED_FIELDS || !(relayed_fields[k].carried & rk) || (seen & (1u << k)))
             return 0;
-        if (relayed_fields[k].valid != NULL && !relayed_fields[k].valid(c, max_text))
+        if (relayed_fields[k].valid != NULL && !relayed_fields[k].valid(c, cx))
             return 0;
+        if ((1u << k) == RF_EPOCH)
+            *epoch = c;
         seen |= 1u << k;
     }
     for (size_t k = 0; k < NRELAYED_FIELDS; k++)
         if ((relayed_fields[k].required & rk) && !(seen & (1u << k)))
             return 0;
-    return 1;
+    return !(seen & RF_SEQ) == !(seen & RF_EPOCH);
 }
 
 /* 1 when the first member `key` of root is a string equal to want. */
@@ -1043,8 +1366,8 @@ static int string_member_is(const cJSON *root, const char *key, chat_str_t want)
 
 size_t chat_env_relayed_max_bytes(size_t max_text_bytes)
 {
-    const size_t strings =
-        CHAT_ROOM_NAME_MAX + CHAT_ENV_RELAYED_MAX_ID + CHAT_JWT_MAX_SUB + CHAT_JWT_MAX_NAME;
+    const size_t strings = CHAT_ROOM_NAME_MAX + CHAT_ENV_RELAYED_MAX_ID + CHAT_JWT_MAX_SUB +
+                           CHAT_JWT_MAX_NAME + CHAT_EPOCH_MAX;
     if (max_text_bytes > (SIZE_MAX - RELAYED_OVERHEAD) / 6 - strings)
         return SIZE_MAX;
     return 6 * (max_text_bytes + strings) + RELAYED_OVERHEAD;
@@ -1070,7 +1393,8 @@ static int relayed_fail(chat_wire_reason_t *reason, chat_wire_reason_t r)
 int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t room,
                            size_t max_text_bytes, chat_wire_hdr_t *h, chat_wire_reason_t *reason)
 {
-    (void)h;
+    relayed_ctx_t cx = {json.p, json.len, NULL, max_text_bytes, 0};
+    const cJSON *epoch = NULL;
     const char *type;
     unsigned rk;
     chat_env_in_t scratch;
@@ -1103,6 +1427,7 @@ int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t ro
     if (json.len < 2 || json.p[0] != '{' || json.p[json.len - 1] != '}' ||
         parse_object(json.p, json.len, &client_shape, &scratch, &root) != 0)
         return relayed_fail(reason, CHAT_WIRE_R_JSON);
+    cx.root = root;
     scan_strings(json.p, json.len, &scan);
     if (has_control_byte(json.p, json.len))
         r = CHAT_WIRE_R_JSON;
@@ -1112,10 +1437,18 @@ int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t ro
         r = CHAT_WIRE_R_TYPE;
     else if (room.p == NULL || !string_member_is(root, "room", room))
         r = CHAT_WIRE_R_ROOM;
-    else if (!relayed_fields_ok(root, rk, max_text_bytes))
+    else if (!relayed_fields_ok(root, rk, &cx, &epoch))
         r = CHAT_WIRE_R_FIELDS;
     else
         r = CHAT_WIRE_NREASONS;
+    if (r == CHAT_WIRE_NREASONS && h != NULL) {
+        size_t len = epoch != NULL ? strlen(epoch->valuestring) : 0; /* <= CHAT_EPOCH_MAX */
+        h->seq = epoch != NULL ? cx.seq : 0;
+        h->epoch_len = len;
+        if (len > 0)
+            memcpy(h->epoch, epoch->valuestring, len);
+        h->epoch[len] = '\0';
+    }
     cJSON_Delete(root);
     return r == CHAT_WIRE_NREASONS ? 0 : relayed_fail(reason, r);
 }

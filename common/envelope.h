@@ -47,25 +47,32 @@ typedef enum chat_env_type {
  * when the field was absent. */
 typedef struct chat_env_in {
     chat_env_type_t type;
-    chat_str_t room; /* join/leave: required; chat/typing: optional */
+    chat_str_t room; /* join/leave/history/presence: required; chat/typing: optional */
     chat_str_t text; /* chat: required */
     chat_str_t cid;  /* optional on any type; filled even when parsing fails later */
     chat_str_t token; /* refresh: required */
-    /* join: optional "since":{"seq":<0..2^53>,"epoch":<chat_epoch_valid>} (both required inside) */
+    /* join: optional "since":{"seq":<0..2^53>,"epoch":<chat_epoch_valid>}, exactly these two
+     * members; since_epoch borrows the tree like the strings above. 0 / 0 / CHAT_STR_NULL when
+     * absent. */
     int has_since;
     uint64_t since_seq;
     chat_str_t since_epoch;
     /* history (room required): optional "before":<1..2^53> (exclusive) and "limit":<1..2^53>
-     * (clamped to CHAT_ENV_HISTORY_MAX; 0 here when absent) */
+     * (clamped to CHAT_ENV_HISTORY_MAX; 0 here when absent: the caller's default applies) */
     int has_before;
     uint64_t before;
     uint64_t limit;
-    /* presence: room required */
+    /* presence: room required, nothing else */
     const char *error; /* on CHAT_EBADREQ / CHAT_EUNKNOWN_TYPE: static human-readable reason */
 } chat_env_in_t;
 
 /* Parses one client message of n bytes (not NUL-terminated). Fields other than type, room,
- * text and cid are ignored (a client-sent `user`, `id`, `ts` never matter).
+ * text, cid, token, since, before and limit are ignored (a client-sent `user`, `id`, `ts` never
+ * matter). room, text, token and cid are type-checked on every message type; since only on
+ * join, before and limit only on history (other types ignore them, as before they existed).
+ * Integers (since.seq, before, limit) are JSON numbers whose written value is whole and in
+ * range, read from the text, not through a double: 100, 1e2 and 100.0 are 100; 41.5, -1, 1. and
+ * 9007199254740993 (2^53 + 1, which a double reads as 2^53) are refused.
  * Returns 0, or:
  *   CHAT_EBADJSON       not valid JSON, or valid JSON that is not an object;
  *   CHAT_EBADREQ        deeper than CHAT_ENV_MAX_DEPTH or an object with more than
@@ -76,7 +83,10 @@ typedef struct chat_env_in {
  *                       string, keys and unknown fields included ("field 'text' contains a NUL
  *                       character"): cJSON would cut the string there, so "ab\u0000secret" is
  *                       refused, never read as "ab" (the cid is still echoed when it is clean,
- *                       not when the NUL is in the cid or in a key);
+ *                       not when the NUL is in the cid or in a key); a join's since that is
+ *                       not exactly {"seq":<integer 0..2^53>,"epoch":<chat_epoch_valid>}
+ *                       (another member, a member twice, a NUL: "field 'since' ..."); a
+ *                       history's before or limit that is not an integer of 1..2^53;
  *   CHAT_EUNKNOWN_TYPE  `type` is a string we do not know.
  * Room validity and the text length limit are the caller's checks (they depend on config); the
  * lengths they see are those of the decoded strings. An escaped backslash followed by the text
@@ -94,12 +104,13 @@ chat_env_type_t chat_env_peek(const char *p, size_t n, chat_str_t *cid);
 
 /* Outbound builders: each appends one compact JSON object (no trailing newline) to out.
  * Strings are escaped as JSON requires; a chat_str_t with p == NULL is left out where the
- * comment says "optional". */
+ * comment says "optional" (and written as "" elsewhere). Integers are plain decimals. */
 /* Identity: `user` always, `name` (optional, p == NULL: left out) right after it, in welcome,
  * chat, typing and system envelopes. */
 void chat_env_build_welcome(chat_buf_t *out, chat_str_t user, chat_str_t name, chat_str_t node,
                             chat_str_t conn);
-/* What `joined` says beyond the room (NULL: nothing, as with history off and no since). */
+/* What `joined` says beyond the room (NULL: nothing, as with history off and no since).
+ * seq and epoch come first, then recovered. */
 typedef struct chat_env_joined {
     int has_seq; /* history on: the room's current seq and epoch */
     uint64_t seq;
@@ -129,7 +140,8 @@ void chat_env_build_chat_open(chat_buf_t *out, const chat_env_chat_t *m);
 void chat_env_build_ack(chat_buf_t *out, chat_str_t cid, chat_str_t room, chat_str_t id,
                         int has_seq, uint64_t seq);
 /* {"type":"history","room":..,"epoch":..,"seq":N,"messages":[m0,m1,...]}: each msgs[i] is one
- * JSON object (a relayed chat that passed chat_wire_check), inserted as it is. */
+ * JSON object (a relayed chat that passed chat_wire_check), inserted as it is (not checked
+ * here: the caller's promise); n == 0 gives "messages":[]. seq is the room's current seq. */
 void chat_env_build_history(chat_buf_t *out, chat_str_t room, chat_str_t epoch, uint64_t seq,
                             const chat_str_t *msgs, size_t n);
 typedef struct chat_env_presence_user {
@@ -137,7 +149,7 @@ typedef struct chat_env_presence_user {
     uint64_t connections;
 } chat_env_presence_user_t;
 /* {"type":"presence","room":..,"count":N[,"users":[{"user":..,"connections":N},...]]}: users
- * when listed != 0 */
+ * (the n entries, in the order given, possibly none) when listed != 0; count as given. */
 void chat_env_build_presence(chat_buf_t *out, chat_str_t room, uint64_t count,
                              const chat_env_presence_user_t *users, size_t n, int listed);
 /* {"type":"typing","room":..,"user":..[,"name":..]} */
@@ -168,21 +180,26 @@ void chat_env_build_refusal(chat_buf_t *out, const char *code, const char *messa
 /* The JSON half of chat_wire_check() (see wire.h for the reasons and what they cover): whether
  * json is exactly what chat_env_build_chat (kind CHAT_WIRE_CHAT), chat_env_build_typing
  * (CHAT_WIRE_TYPING) or chat_env_build_system (CHAT_WIRE_SYSTEM) builds for `room`, on a node
- * whose text limit is max_text_bytes: the same keys (name optional; no other key, none twice),
- * each of its JSON type; id 1..CHAT_ENV_RELAYED_MAX_ID bytes, user 1..CHAT_JWT_MAX_SUB, name
- * 0..CHAT_JWT_MAX_NAME, text 1..max_text_bytes (decoded), ts an integer in 0..2^53, event "join"
- * or "leave"; no NUL in any string. Returns 0, or CHAT_EMALFORMED with *reason set. Pure; builds
- * and frees one cJSON tree, after the size, UTF-8 and shape checks (no tree for those). */
+ * whose text limit is max_text_bytes, or, for a chat, what chat_env_build_chat_open() + seq +
+ * CHAT_ENV_SEQ_MID + epoch + CHAT_ENV_SEQ_END builds: the same keys (name optional; a chat's
+ * seq and epoch both or neither; no other key, none twice), each of its JSON type; id
+ * 1..CHAT_ENV_RELAYED_MAX_ID bytes, user 1..CHAT_JWT_MAX_SUB, name 0..CHAT_JWT_MAX_NAME, text
+ * 1..max_text_bytes (decoded), ts an integer in 0..2^53, seq an integer in 1..2^53 (read from
+ * the text, like chat_env_parse()'s integers), epoch chat_epoch_valid(), event "join" or
+ * "leave"; no NUL in any string. Key order is free. Typing and system envelopes never carry seq
+ * or epoch ("fields"). Returns 0, or CHAT_EMALFORMED with *reason set. Pure; builds and frees one
+ * cJSON tree, after the size, UTF-8 and shape checks (no tree for those). */
 #define CHAT_ENV_RELAYED_MAX_ID 128 /* a message id: "<node>-<boot>-<seq>" (gateway/dispatch.c) */
 
-/* On success a chat's seq and epoch (when it has them) are written to h->seq, h->epoch and
- * h->epoch_len (0 and "" when it has none); h may be NULL. */
+/* On success a chat's seq and epoch (when it has them) are written to h->seq, h->epoch
+ * (NUL-terminated) and h->epoch_len (0 and "" when it has none, and always for typing and
+ * system); nothing else of *h is touched, and nothing on failure. h may be NULL. */
 int chat_env_check_relayed(chat_str_t json, chat_wire_kind_t kind, chat_str_t room,
                            size_t max_text_bytes, chat_wire_hdr_t *h, chat_wire_reason_t *reason);
 
-/* The longest JSON part chat_env_check_relayed() takes for max_text_bytes: every string at its
- * longest and fully escaped (6 bytes per byte), plus the keys, punctuation and a 20-digit ts.
- * Longer is "size". */
+/* The longest JSON part chat_env_check_relayed() takes for max_text_bytes: every string (the
+ * epoch included) at its longest and fully escaped (6 bytes per byte), plus the keys,
+ * punctuation, a 20-digit ts and a 20-digit seq. Longer is "size". */
 size_t chat_env_relayed_max_bytes(size_t max_text_bytes);
 
 /* ---- JWT (JWS compact serialization) header and claims --------------------------------- */

@@ -72,6 +72,9 @@ static int parse_header(chat_str_t data, chat_wire_hdr_t *h, chat_str_t *json,
     h->exclude_origin = flags.p[0] == 'x';
     h->origin_node = node;
     h->publish_ms = (int64_t)ms_u;
+    h->seq = 0; /* from the JSON part: chat_wire_check() reads them */
+    h->epoch_len = 0;
+    h->epoch[0] = '\0';
     *json = chat_str(data.p + pos, data.len - pos);
     return 0;
 }

@@ -5,7 +5,9 @@
  *
  * kind: 'c' chat, 't' typing, 's' system. flags: 'x' when the origin connection must not get its
  * own copy (typing, join/leave notices), '-' otherwise. The publishing node builds this once; every
- * receiving node forwards the JSON part as it is (no re-encoding). Pure functions. */
+ * receiving node forwards the JSON part as it is (no re-encoding). With history on, a chat's JSON
+ * ends with the "seq" and "epoch" the broker assigned (broker_append, chat_env_build_chat_open()).
+ * Pure functions. */
 #ifndef CHAT_COMMON_WIRE_H
 #define CHAT_COMMON_WIRE_H
 
@@ -27,8 +29,9 @@ typedef struct chat_wire_hdr {
     chat_str_t origin_node;
     uint64_t origin_conn;
     int64_t publish_ms;
-    /* From the JSON part, filled by chat_wire_check() only: a chat stored in the room's history
-     * carries its seq (>= 1) and the history's epoch; 0 and "" otherwise. */
+    /* From the JSON part, read by chat_wire_check() only (chat_wire_parse() sets 0 and "",
+     * chat_wire_put_header() ignores them): a chat stored in the room's history carries its
+     * seq (>= 1) and the history's epoch (NUL-terminated); 0 and "" otherwise. */
     uint64_t seq;
     size_t epoch_len;
     char epoch[CHAT_EPOCH_MAX + 1];
@@ -53,7 +56,8 @@ int chat_wire_parse(chat_str_t data, chat_wire_hdr_t *h, chat_str_t *json);
  *             latency histogram)
  *   "kind"    a kind other than 'c', 't', 's'
  *   "size"    a message longer than a node publishes for the receiver's max_text_bytes
- *             (chat_env_relayed_max_bytes(), plus CHAT_WIRE_HDR_MAX for the header)
+ *             (chat_env_relayed_max_bytes(), plus CHAT_WIRE_HDR_MAX for the header; a chat's
+ *             seq and epoch included)
  *   "utf8"    the JSON part is not strict UTF-8 (overlong forms, surrogates, > U+10FFFF, cut)
  *   "json"    not exactly one JSON object from '{' to '}': bad JSON, trailing bytes, any raw
  *             byte below 0x20 (in a string or between tokens, where cJSON takes it for
@@ -62,7 +66,8 @@ int chat_wire_parse(chat_str_t data, chat_wire_hdr_t *h, chat_str_t *json);
  *   "fields"  a NUL (\u0000) in any string; a duplicate or unknown key; a required field missing
  *             or of the wrong type or size (chat: id, user, text of 1..max_text_bytes bytes, ts;
  *             typing: user; system: event "join"/"leave", user, ts; name optional everywhere;
- *             chat: seq (an integer 1..2^53) and epoch (chat_epoch_valid) both or neither)
+ *             chat: seq (an integer 1..2^53) and epoch (chat_epoch_valid) both or neither;
+ *             typing and system: never seq or epoch)
  *   "room"    `room` missing, not a string, or not the topic the message came on
  * Validation cannot detect a well-formed message with a forged identity (a chat "from" admin, a
  * fake join notice): keeping PUBLISH away from clients is Redis's job (ACLs, AUTH, a private
@@ -99,8 +104,9 @@ typedef struct chat_wire_limits {
 } chat_wire_limits_t;
 
 /* Checks one broker message `data` that arrived on `topic` (the room name, without the broker
- * prefix) against what a node publishes. Returns 0 with *h (origin_node borrows data) and *json
- * filled: relay *json as it is. Otherwise CHAT_EMALFORMED with *reason set (*h and *json are then
+ * prefix) against what a node publishes. Returns 0 with *h (origin_node borrows data; seq and
+ * epoch those of a chat from the history, else 0 and "") and *json filled: relay *json as it
+ * is. Otherwise CHAT_EMALFORMED with *reason set (*h and *json are then
  * unspecified). Pure: reads only its arguments; linear in data.len, and a size refusal comes
  * before any parse. */
 int chat_wire_check(chat_str_t topic, chat_str_t data, const chat_wire_limits_t *lim,

@@ -462,16 +462,16 @@ static int token_from_subprotocol(const gw_http_req_t *r, chat_str_t *token)
     return 0;
 }
 
-/* The `token` parameter of the query string (taken as it is: a JWT needs no escaping). */
-static int token_from_query(const gw_http_req_t *r, chat_str_t *token)
+int gw_http_query_param(chat_str_t query, const char *name, chat_str_t *value)
 {
-    chat_str_t q = r->query;
-    size_t start = 0;
-    for (size_t j = 0; q.p != NULL && j <= q.len; j++) {
-        if (j < q.len && q.p[j] != '&')
+    size_t start = 0, nlen = strlen(name);
+    *value = CHAT_STR_NULL;
+    for (size_t j = 0; query.p != NULL && j <= query.len; j++) {
+        if (j < query.len && query.p[j] != '&')
             continue;
-        if (j - start >= 6 && memcmp(q.p + start, "token=", 6) == 0) {
-            *token = chat_str(q.p + start + 6, j - start - 6);
+        if (j - start > nlen && memcmp(query.p + start, name, nlen) == 0 &&
+            query.p[start + nlen] == '=') {
+            *value = chat_str(query.p + start + nlen + 1, j - start - nlen - 1);
             return 1;
         }
         start = j + 1;
@@ -489,7 +489,8 @@ gw_token_carrier_t gw_http_req_token(const gw_http_req_t *r, chat_str_t *token)
         *token = trim_ows(auth.p + 7, auth.len - 7);
         return GW_TOKEN_HEADER;
     }
-    if (token_from_query(r, token))
+    /* the `token` query parameter is taken as it is: a JWT needs no escaping */
+    if (gw_http_query_param(r->query, "token", token))
         return GW_TOKEN_QUERY;
     return GW_TOKEN_NONE;
 }
@@ -569,6 +570,7 @@ int gw_upgrade_check(const gw_http_req_t *r, gw_upgrade_t *out)
         return refuse(out, 503, "service_unavailable", "cannot compute the handshake");
     out->offers_chat_v1 =
         headers_have(r, CHAT_LIT("Sec-WebSocket-Protocol"), CHAT_LIT(SUBPROTOCOL), 0);
+    out->query = r->query;
     return 0;
 }
 

@@ -82,6 +82,15 @@ typedef enum gw_token_carrier {
  * present carrier decides even when its token is empty or invalid). *token points into r. */
 gw_token_carrier_t gw_http_req_token(const gw_http_req_t *r, chat_str_t *token);
 
+/* The raw value of the first parameter `name` of a query string (the part after '?', as in
+ * gw_http_req_t.query): the parameters are separated by '&', and the first one that starts with
+ * name followed by '=' gives the bytes up to the next '&' or the end, taken as they are (no
+ * percent-decoding, no '+' for space; "name" without '=' is not that parameter). Returns 1 with
+ * *value pointing into query (possibly empty: "since=&"), or 0 with *value = CHAT_STR_NULL when
+ * there is none (query.p == NULL included). name is NUL-terminated and compared
+ * case-sensitively. */
+int gw_http_query_param(chat_str_t query, const char *name, chat_str_t *value);
+
 typedef enum gw_route {
     GW_ROUTE_DEMO = 1, /* plain GET / : serve the demo page */
     GW_ROUTE_WS,       /* upgrade on /ws */
@@ -91,6 +100,8 @@ typedef enum gw_route {
 typedef struct gw_upgrade {
     gw_route_t route;
     chat_str_t room;    /* GW_ROUTE_CHAT: the room name (points into the request) */
+    chat_str_t query;   /* upgrades: the raw query string (points into the request; p == NULL
+                         * when there is none), e.g. for gw_http_query_param(u->query, "since") */
     char accept[29];    /* upgrades: Sec-WebSocket-Accept, NUL-terminated */
     int offers_chat_v1; /* upgrades: the client offered subprotocol "chat.v1" */
     /* refusal, when gw_upgrade_check() returned < 0 */

@@ -5,8 +5,9 @@
  * results). Every return of gw_http_req_feed() must be 0..n or one of its documented errors,
  * every result must point inside the stored head, and a request must not be fed after its
  * verdict. Complete requests go through gw_http_req_token() (the credential lies inside its
- * carrier), gw_upgrade_check() and the response builders, whose output is checked for shape
- * (status line, Content-Length = body, accept key). */
+ * carrier), gw_http_query_param() (a value is the rest of the first "name=" item, inside the
+ * query), gw_upgrade_check() (its query is the request's) and the response builders, whose output
+ * is checked for shape (status line, Content-Length = body, accept key). */
 #include <string.h>
 
 #include "buf.h"
@@ -157,6 +158,31 @@ static void check_token(const gw_http_req_t *r)
     FUZZ_CHECK(tok.p >= within.p && tok.p + tok.len <= within.p + within.len);
 }
 
+/* gw_http_query_param(): a found value is the rest of the first '&'-separated item that starts
+ * with "name=", inside the query; when none is found no item starts so. */
+static void check_query_param(const gw_http_req_t *r, const char *name)
+{
+    chat_str_t q = r->query, v = CHAT_LIT("unset");
+    size_t nlen = strlen(name), first = SIZE_MAX, start = 0;
+    int found = gw_http_query_param(q, name, &v);
+
+    for (size_t j = 0; q.p != NULL && j <= q.len && first == SIZE_MAX; j++) {
+        if (j < q.len && q.p[j] != '&')
+            continue;
+        if (j - start > nlen && memcmp(q.p + start, name, nlen) == 0 && q.p[start + nlen] == '=')
+            first = start;
+        start = j + 1;
+    }
+    FUZZ_CHECK(found == 0 || found == 1);
+    if (!found) {
+        FUZZ_CHECK(v.p == NULL && first == SIZE_MAX);
+        return;
+    }
+    FUZZ_CHECK(first != SIZE_MAX && v.p == q.p + first + nlen + 1);
+    FUZZ_CHECK(v.p + v.len <= q.p + q.len && memchr(v.p, '&', v.len) == NULL);
+    FUZZ_CHECK(v.p + v.len == q.p + q.len || v.p[v.len] == '&');
+}
+
 static void check_upgrade(const gw_http_req_t *r)
 {
     gw_upgrade_t u;
@@ -184,6 +210,7 @@ static void check_upgrade(const gw_http_req_t *r)
     }
     FUZZ_CHECK(u.route == GW_ROUTE_WS || u.route == GW_ROUTE_CHAT);
     FUZZ_CHECK(r->version_minor == 1);
+    FUZZ_CHECK(u.query.p == r->query.p && u.query.len == r->query.len);
     if (u.route == GW_ROUTE_CHAT) {
         FUZZ_CHECK(inside(r, u.room) && u.room.len > 0);
         FUZZ_CHECK(u.room.p + u.room.len == r->path.p + r->path.len);
@@ -263,6 +290,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (rc_whole > 0) {
         check_token(&whole);
+        check_query_param(&whole, "since");
+        check_query_param(&whole, "epoch");
+        check_query_param(&whole, "token");
         check_upgrade(&whole);
     } else if (rc_whole == 0) {
         gw_upgrade_t u;

@@ -105,6 +105,9 @@ static void assert_json_str(const cJSON *obj, const char *key, const char *want)
     assert_string_equal(item->valuestring, want);
 }
 
+/* 32 bytes: the longest epoch (CHAT_EPOCH_MAX) */
+#define EPOCH32 "abcdefghijklmnopqrstuvwxyzABCD_-"
+
 static void assert_json_absent(const cJSON *obj, const char *key)
 {
     assert_null(cJSON_GetObjectItemCaseSensitive(obj, key));
@@ -1291,6 +1294,508 @@ static void test_parse_refresh(void **state)
     chat_env_free(doc);
 }
 
+/* ---- parse: join's since, history, presence ----------------------------------------------- */
+
+#define SINCE_WHY  "field 'since' must be {\"seq\":<integer 0..2^53>,\"epoch\":<string>}"
+#define EPOCH_WHY  "field 'since' has an invalid epoch (1 to 32 of A-Z a-z 0-9 _ -)"
+#define BEFORE_WHY "field 'before' must be an integer from 1 to 2^53"
+#define LIMIT_WHY  "field 'limit' must be an integer from 1 to 2^53"
+
+/* Parses a join with `since` = since_json; expects success with seq and epoch. */
+static void expect_since(const char *since_json, uint64_t seq, const char *epoch)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    chat_buf_appendf(&b, "{\"type\":\"join\",\"room\":\"r\",\"since\":%s}", since_json);
+    if (parse_n(b.p, b.len, &in, &doc) != 0)
+        fail_msg("since %s refused: %s", since_json, in.error);
+    assert_int_equal(in.type, CHAT_ENV_JOIN);
+    assert_int_equal(in.has_since, 1);
+    if (in.since_seq != seq)
+        fail_msg("since %s: seq %llu", since_json, (unsigned long long)in.since_seq);
+    assert_chat_str(in.since_epoch, epoch);
+    assert_chat_str(in.room, "r");
+    chat_env_free(doc);
+    chat_buf_free(&b);
+}
+
+static void expect_since_refused(const char *since_json, const char *why)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    chat_buf_appendf(&b, "{\"type\":\"join\",\"room\":\"r\",\"cid\":\"c1\",\"since\":%s}",
+                     since_json);
+    if (parse_n(b.p, b.len, &in, &doc) != CHAT_EBADREQ)
+        fail_msg("since %s not refused", since_json);
+    if (strcmp(in.error, why) != 0)
+        fail_msg("since %s: error \"%s\", want \"%s\"", since_json, in.error, why);
+    /* nothing of a refused since is left behind */
+    assert_int_equal(in.has_since, 0);
+    assert_int_equal(in.since_seq, 0);
+    assert_null(in.since_epoch.p);
+    chat_env_free(doc);
+    chat_buf_free(&b);
+}
+
+static void test_parse_join_since_ok(void **state)
+{
+    expect_since("{\"seq\":41,\"epoch\":\"e\"}", 41, "e");
+    expect_since("{\"epoch\":\"Ep0ch_-Z\",\"seq\":41}", 41, "Ep0ch_-Z"); /* any order */
+    expect_since("{\"seq\":0,\"epoch\":\"e\"}", 0, "e");                 /* an empty room */
+    expect_since("{\"seq\":9007199254740992,\"epoch\":\"e\"}", (uint64_t)1 << 53, "e");
+    expect_since("{\"seq\":9007199254740991,\"epoch\":\"e\"}", ((uint64_t)1 << 53) - 1, "e");
+    /* whole numbers in any JSON spelling */
+    expect_since("{\"seq\":1e2,\"epoch\":\"e\"}", 100, "e");
+    expect_since("{\"seq\":1E+2,\"epoch\":\"e\"}", 100, "e");
+    expect_since("{\"seq\":100.000,\"epoch\":\"e\"}", 100, "e");
+    expect_since("{\"seq\":4.5e1,\"epoch\":\"e\"}", 45, "e");
+    expect_since("{\"seq\":1000e-1,\"epoch\":\"e\"}", 100, "e");
+    expect_since("{\"seq\":100000000000000000000e-20,\"epoch\":\"e\"}", 1, "e");
+    expect_since("{\"seq\":-0,\"epoch\":\"e\"}", 0, "e");
+    expect_since("{\"seq\":0e999999999999,\"epoch\":\"e\"}", 0, "e");
+    expect_since("{\"seq\":9007199254740992.0,\"epoch\":\"e\"}", (uint64_t)1 << 53, "e");
+    /* whitespace anywhere, escapes in the epoch (decoded) */
+    expect_since(" {\n\t\"seq\" :\r 7 , \"epoch\" : \"\\u0041b\" } ", 7, "Ab");
+    /* an epoch at its longest */
+    expect_since("{\"seq\":1,\"epoch\":\"" EPOCH32 "\"}", 1, EPOCH32);
+}
+
+/* The number is found in the text whatever precedes it: strings with braces, commas and
+ * escaped quotes, nested values, a duplicate "since" (the first one counts, as for cJSON). */
+static void test_parse_join_since_found_among_other_members(void **state)
+{
+    static const char *const msgs[] = {
+        "{\"x\":\"a\\\"},{\\\"seq\\\":1,\",\"type\":\"join\",\"room\":\"r\",\"since\":"
+        "{\"epoch\":\"e\",\"seq\":5}}",
+        "{\"type\":\"join\",\"a\":[{\"seq\":1},[2,3]],\"room\":\"r\",\"since\":{\"epoch\":"
+        "\"e\",\"seq\":5},\"b\":{}}",
+        "{\"type\":\"join\",\"room\":\"r\",\"since\":{\"seq\":5,\"epoch\":\"e\"},\"since\":{"
+        "\"seq\":6,\"epoch\":\"f\"}}",
+        "\xef\xbb\xbf {\"type\":\"join\",\"room\":\"r\",\"since\":{\"seq\":5,\"epoch\":\"e\"}}",
+        "{\"type\":\"join\",\"r\\u006fom\":\"r\",\"since\":{\"s\\u0065q\":5,\"epoch\":\"e\"}}",
+    };
+    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        chat_env_in_t in;
+        cJSON *doc = NULL;
+        if (parse(msgs[i], &in, &doc) != 0)
+            fail_msg("case %zu refused: %s", i, in.error);
+        assert_int_equal(in.has_since, 1);
+        assert_int_equal(in.since_seq, 5);
+        assert_chat_str(in.since_epoch, "e");
+        chat_env_free(doc);
+    }
+}
+
+static void test_parse_join_without_since(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"join\",\"room\":\"r\"}", &in, &doc), 0);
+    assert_int_equal(in.has_since, 0);
+    assert_int_equal(in.since_seq, 0);
+    assert_null(in.since_epoch.p);
+    chat_env_free(doc);
+}
+
+static void test_parse_join_since_refused(void **state)
+{
+    static const char *const bad[] = {
+        "41",
+        "null",
+        "\"41\"",
+        "true",
+        "[41,\"e\"]",
+        "{}",
+        "{\"seq\":41}",
+        "{\"epoch\":\"e\"}",
+        "{\"seq\":41,\"epoch\":\"e\",\"x\":1}",    /* another member */
+        "{\"seq\":41,\"epoch\":\"e\",\"seq\":42}", /* a member twice */
+        "{\"seq\":41,\"epoch\":\"e\",\"epoch\":\"e\"}",
+        "{\"Seq\":41,\"epoch\":\"e\"}", /* names are case-sensitive */
+        "{\"seq\":\"41\",\"epoch\":\"e\"}",
+        "{\"seq\":null,\"epoch\":\"e\"}",
+        "{\"seq\":[41],\"epoch\":\"e\"}",
+        "{\"seq\":{},\"epoch\":\"e\"}",
+        "{\"seq\":-1,\"epoch\":\"e\"}",
+        "{\"seq\":41.5,\"epoch\":\"e\"}",
+        "{\"seq\":1e-1,\"epoch\":\"e\"}",
+        "{\"seq\":0.5,\"epoch\":\"e\"}",
+        "{\"seq\":9007199254740993,\"epoch\":\"e\"}", /* 2^53 + 1: a double reads 2^53 */
+        "{\"seq\":9007199254740994,\"epoch\":\"e\"}",
+        "{\"seq\":18446744073709551616,\"epoch\":\"e\"}",
+        "{\"seq\":1e16,\"epoch\":\"e\"}",
+        "{\"seq\":1e400,\"epoch\":\"e\"}",
+        "{\"seq\":9007199254740991.5,\"epoch\":\"e\"}",
+        "{\"seq\":4503599627370496.5,\"epoch\":\"e\"}", /* a double rounds it to a whole */
+        "{\"seq\":41,\"epoch\":5}",
+        "{\"seq\":41,\"epoch\":null}",
+        "{\"seq\":41,\"epoch\":[\"e\"]}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_since_refused(bad[i], SINCE_WHY);
+}
+
+static void test_parse_join_since_bad_epoch(void **state)
+{
+    static const char *const bad[] = {
+        "",    " ",   "a b",         "a.b",     "a:b",   "a@b",
+        "a/b", "a+b", "caf\xc3\xa9", "\\u00e9", "a\\nb", EPOCH32 "x", /* 33 bytes */
+    };
+    char since[128];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(since, sizeof(since), "{\"seq\":1,\"epoch\":\"%s\"}", bad[i]);
+        expect_since_refused(since, EPOCH_WHY);
+    }
+    /* a NUL in the epoch (escaped or raw), or in a key of since */
+    expect_since_refused("{\"seq\":1,\"epoch\":\"e\\u0000x\"}",
+                         "field 'since' contains a NUL character");
+    expect_since_refused("{\"seq\":1,\"epoch\":\"e\",\"\\u0000\":1}",
+                         "a key in the message contains a NUL character");
+    static const char raw[] = "{\"type\":\"join\",\"room\":\"r\",\"since\":{\"seq\":1,\"epoch\":"
+                              "\"e\0x\"}}";
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    assert_int_equal(parse_n(raw, sizeof(raw) - 1, &in, &doc), CHAT_EBADREQ);
+    assert_string_equal(in.error, "field 'since' contains a NUL character");
+    assert_int_equal(in.has_since, 0);
+    chat_env_free(doc);
+}
+
+/* The cid is echoed on a bad since; since is a join field: other types ignore it. */
+static void test_parse_since_cid_and_other_types(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(
+        parse("{\"type\":\"join\",\"room\":\"r\",\"cid\":\"c9\",\"since\":5}", &in, &doc),
+        CHAT_EBADREQ);
+    assert_chat_str(in.cid, "c9");
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse("{\"type\":\"leave\",\"room\":\"r\",\"since\":5}", &in, &doc), 0);
+    assert_int_equal(in.has_since, 0);
+    chat_env_free(doc);
+    doc = NULL;
+    assert_int_equal(parse("{\"type\":\"chat\",\"text\":\"t\",\"since\":{\"seq\":1,\"epoch\":"
+                           "\"e\"},\"before\":0,\"limit\":-1}",
+                           &in, &doc),
+                     0);
+    assert_int_equal(in.has_since, 0);
+    assert_int_equal(in.has_before, 0);
+    assert_int_equal(in.limit, 0);
+    assert_null(in.since_epoch.p);
+    chat_env_free(doc);
+}
+
+static void test_parse_history_ok(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"history\",\"room\":\"lobby\",\"cid\":\"h1\"}", &in, &doc),
+                     0);
+    assert_int_equal(in.type, CHAT_ENV_HISTORY);
+    assert_chat_str(in.room, "lobby");
+    assert_chat_str(in.cid, "h1");
+    assert_int_equal(in.has_before, 0);
+    assert_int_equal(in.before, 0);
+    assert_int_equal(in.limit, 0); /* absent: the caller's default */
+    assert_int_equal(in.has_since, 0);
+    assert_null(in.text.p);
+    chat_env_free(doc);
+    doc = NULL;
+
+    assert_int_equal(
+        parse("{\"type\":\"history\",\"room\":\"r\",\"before\":42,\"limit\":10}", &in, &doc), 0);
+    assert_int_equal(in.has_before, 1);
+    assert_int_equal(in.before, 42);
+    assert_int_equal(in.limit, 10);
+    chat_env_free(doc);
+}
+
+/* Parses a history request with extra members; returns before (has_before checked) and limit. */
+static void expect_history(const char *members, int has_before, uint64_t before, uint64_t limit)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    chat_buf_appendf(&b, "{\"type\":\"history\",\"room\":\"r\",%s}", members);
+    if (parse_n(b.p, b.len, &in, &doc) != 0)
+        fail_msg("%s refused: %s", members, in.error);
+    if (in.has_before != has_before || in.before != before || in.limit != limit)
+        fail_msg("%s: has_before %d before %llu limit %llu", members, in.has_before,
+                 (unsigned long long)in.before, (unsigned long long)in.limit);
+    chat_env_free(doc);
+    chat_buf_free(&b);
+}
+
+static void expect_history_refused(const char *members, const char *why)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    chat_buf_appendf(&b, "{\"type\":\"history\",\"room\":\"r\",\"cid\":\"h\",%s}", members);
+    if (parse_n(b.p, b.len, &in, &doc) != CHAT_EBADREQ)
+        fail_msg("%s not refused", members);
+    if (strcmp(in.error, why) != 0)
+        fail_msg("%s: error \"%s\", want \"%s\"", members, in.error, why);
+    assert_chat_str(in.cid, "h");
+    chat_env_free(doc);
+    chat_buf_free(&b);
+}
+
+static void test_parse_history_limit_clamped(void **state)
+{
+    expect_history("\"limit\":1", 0, 0, 1);
+    expect_history("\"limit\":99", 0, 0, 99);
+    expect_history("\"limit\":100", 0, 0, CHAT_ENV_HISTORY_MAX);
+    expect_history("\"limit\":101", 0, 0, CHAT_ENV_HISTORY_MAX);
+    expect_history("\"limit\":1e3", 0, 0, CHAT_ENV_HISTORY_MAX);
+    expect_history("\"limit\":9007199254740992", 0, 0, CHAT_ENV_HISTORY_MAX);
+    expect_history("\"limit\":5.0", 0, 0, 5);
+    expect_history("\"before\":1", 1, 1, 0);
+    expect_history("\"before\":9007199254740992", 1, (uint64_t)1 << 53, 0);
+    expect_history("\"before\":2E1,\"limit\":3", 1, 20, 3);
+    assert_int_equal(CHAT_ENV_HISTORY_MAX, 100);
+}
+
+static void test_parse_history_refused(void **state)
+{
+    static const char *const bad[] = {
+        "0",
+        "-0",
+        "-1",
+        "1.5",
+        "0.5",
+        "1e-1",
+        "\"42\"",
+        "null",
+        "true",
+        "[1]",
+        "{}",
+        "9007199254740993",
+        "18446744073709551616",
+        "1e400",
+        "4503599627370496.5",
+    };
+    char member[64];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(member, sizeof(member), "\"before\":%s", bad[i]);
+        expect_history_refused(member, BEFORE_WHY);
+        snprintf(member, sizeof(member), "\"limit\":%s", bad[i]);
+        expect_history_refused(member, LIMIT_WHY);
+    }
+    expect_badreq("{\"type\":\"history\"}", "field 'room' is required");
+    expect_badreq("{\"type\":\"history\",\"room\":7}", "field 'room' must be a string");
+    expect_badreq("{\"type\":\"history\",\"limit\":5}", "field 'room' is required");
+}
+
+static void test_parse_presence(void **state)
+{
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+
+    assert_int_equal(parse("{\"type\":\"presence\",\"room\":\"dm:a:b\",\"before\":\"x\","
+                           "\"limit\":0,\"since\":1}",
+                           &in, &doc),
+                     0); /* before, limit, since are not presence fields: ignored */
+    assert_int_equal(in.type, CHAT_ENV_PRESENCE);
+    assert_chat_str(in.room, "dm:a:b");
+    assert_int_equal(in.has_before, 0);
+    assert_int_equal(in.limit, 0);
+    assert_int_equal(in.has_since, 0);
+    chat_env_free(doc);
+    expect_badreq("{\"type\":\"presence\"}", "field 'room' is required");
+    expect_badreq("{\"type\":\"presence\",\"room\":null}", "field 'room' must be a string");
+}
+
+static void test_peek_new_types(void **state)
+{
+    chat_str_t cid;
+    const char *m = "{\"type\":\"history\",\"room\":\"r\",\"cid\":\"h1\"}";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), CHAT_ENV_HISTORY);
+    assert_chat_str(cid, "h1");
+    m = "{\"cid\":\"p\",\"type\":\"presence\"}";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), CHAT_ENV_PRESENCE);
+    assert_chat_str(cid, "p");
+    m = "{\"type\":\"History\"}";
+    assert_int_equal(chat_env_peek(m, strlen(m), &cid), 0);
+    assert_int_equal(CHAT_ENV_NTYPES, CHAT_ENV_PRESENCE + 1);
+}
+
+/* ---- builders: joined, ack, chat_open, history, presence ---------------------------------- */
+
+static void test_build_joined_with_seq_and_recovered(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_env_joined_t j = {.has_seq = 1, .seq = 41, .epoch = CHAT_LIT("Ep0ch")};
+
+    chat_env_build_joined(&b, CHAT_LIT("r"), &j);
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"r\",\"seq\":41,\"epoch\":\"Ep0ch\"}");
+    chat_buf_reset(&b);
+    j.has_recovered = 1;
+    j.recovered = 1;
+    chat_env_build_joined(&b, CHAT_LIT("r"), &j);
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"r\",\"seq\":41,\"epoch\":\"Ep0ch\","
+                      "\"recovered\":true}");
+    chat_buf_reset(&b);
+    j.recovered = 7; /* any non-zero is true */
+    j.seq = 0;
+    chat_env_build_joined(&b, CHAT_LIT("r"), &j);
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"r\",\"seq\":0,\"epoch\":\"Ep0ch\","
+                      "\"recovered\":true}");
+    chat_buf_reset(&b);
+    /* history off, a join with since: only recovered:false */
+    j = (chat_env_joined_t){.has_recovered = 1, .recovered = 0, .seq = 9, .epoch = CHAT_LIT("x")};
+    chat_env_build_joined(&b, CHAT_LIT("r"), &j);
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"r\",\"recovered\":false}");
+    chat_buf_reset(&b);
+    j = (chat_env_joined_t){0};
+    chat_env_build_joined(&b, CHAT_LIT("r"), &j); /* all zero: as NULL */
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"r\"}");
+    chat_buf_reset(&b);
+    j = (chat_env_joined_t){.has_seq = 1, .seq = UINT64_MAX, .epoch = CHAT_LIT("a\"b")};
+    chat_env_build_joined(&b, CHAT_LIT("r"), &j);
+    assert_buf_eq(&b, "{\"type\":\"joined\",\"room\":\"r\",\"seq\":18446744073709551615,"
+                      "\"epoch\":\"a\\\"b\"}");
+    chat_buf_free(&b);
+}
+
+static void test_build_ack_with_seq(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    chat_env_build_ack(&b, CHAT_LIT("c1"), CHAT_LIT("r"), CHAT_LIT("m1"), 1, 7);
+    assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"c1\",\"room\":\"r\",\"id\":\"m1\",\"seq\":7}");
+    chat_buf_reset(&b);
+    chat_env_build_ack(&b, CHAT_LIT("c1"), CHAT_LIT("r"), CHAT_LIT("m1"), 0, 7);
+    assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"c1\",\"room\":\"r\",\"id\":\"m1\"}");
+    chat_buf_reset(&b);
+    chat_env_build_ack(&b, CHAT_LIT("c"), CHAT_LIT("r"), CHAT_LIT("m"), 1, 9007199254740992);
+    assert_buf_eq(&b, "{\"type\":\"ack\",\"cid\":\"c\",\"room\":\"r\",\"id\":\"m\","
+                      "\"seq\":9007199254740992}");
+    chat_buf_free(&b);
+}
+
+/* chat_open is chat without its '}' and then ,"seq": ; open + seq + MID + epoch + END is the
+ * chat with seq and epoch last, valid JSON, and read back by our parser as the same chat. */
+static void test_build_chat_open(void **state)
+{
+    chat_buf_t open = CHAT_BUF_INIT, chat = CHAT_BUF_INIT;
+    const chat_str_t names[] = {CHAT_STR_NULL, CHAT_LIT("Al \"ice\"")};
+
+    for (size_t i = 0; i < 2; i++) {
+        chat_env_chat_t m = {CHAT_LIT("lobby"),     CHAT_LIT("n1-k-1"), CHAT_LIT("u"),
+                             CHAT_LIT("hi\n\"x\""), 1700000000123,      names[i]};
+        chat_buf_reset(&open);
+        chat_buf_reset(&chat);
+        chat_env_build_chat_open(&open, &m);
+        chat_env_build_chat(&chat, &m);
+        assert_int_equal(open.len, chat.len - 1 + strlen(",\"seq\":"));
+        assert_memory_equal(open.p, chat.p, chat.len - 1);
+        assert_memory_equal(open.p + chat.len - 1, ",\"seq\":", 7);
+    }
+    chat_buf_reset(&open);
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), 5,
+                         CHAT_STR_NULL};
+    chat_env_build_chat_open(&open, &m);
+    chat_buf_appendf(&open, "41" CHAT_ENV_SEQ_MID "Ep0ch" CHAT_ENV_SEQ_END);
+    assert_buf_eq(&open, "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":"
+                         "\"t\",\"ts\":5,\"seq\":41,\"epoch\":\"Ep0ch\"}");
+    cJSON *j = cjson_of(&open);
+    const cJSON *last = cJSON_GetArrayItem(j, cJSON_GetArraySize(j) - 1);
+    const cJSON *before_last = cJSON_GetArrayItem(j, cJSON_GetArraySize(j) - 2);
+    assert_string_equal(last->string, "epoch");
+    assert_string_equal(last->valuestring, "Ep0ch");
+    assert_string_equal(before_last->string, "seq");
+    assert_true(before_last->valuedouble == 41);
+    cJSON_Delete(j);
+    /* our own parser reads it as a chat (seq and epoch are not client fields) */
+    chat_env_in_t in;
+    cJSON *doc = NULL;
+    assert_int_equal(parse_n(open.p, open.len, &in, &doc), 0);
+    assert_int_equal(in.type, CHAT_ENV_CHAT);
+    assert_chat_str(in.text, "t");
+    chat_env_free(doc);
+    chat_buf_free(&open);
+    chat_buf_free(&chat);
+}
+
+static void test_build_history(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    const chat_str_t msgs[] = {
+        CHAT_LIT("{\"type\":\"chat\",\"room\":\"r\",\"id\":\"a\",\"user\":\"u\",\"text\":\"1\","
+                 "\"ts\":1,\"seq\":6,\"epoch\":\"E\"}"),
+        CHAT_LIT("{\"type\":\"chat\",\"room\":\"r\",\"id\":\"b\",\"user\":\"u\",\"text\":\"[2]\","
+                 "\"ts\":2,\"seq\":7,\"epoch\":\"E\"}"),
+    };
+
+    chat_env_build_history(&b, CHAT_LIT("r"), CHAT_LIT("E"), 0, NULL, 0);
+    assert_buf_eq(&b, "{\"type\":\"history\",\"room\":\"r\",\"epoch\":\"E\",\"seq\":0,"
+                      "\"messages\":[]}");
+    chat_buf_reset(&b);
+    chat_env_build_history(&b, CHAT_LIT("r"), CHAT_LIT("E"), 9, msgs, 1);
+    assert_buf_eq(&b, "{\"type\":\"history\",\"room\":\"r\",\"epoch\":\"E\",\"seq\":9,"
+                      "\"messages\":[{\"type\":\"chat\",\"room\":\"r\",\"id\":\"a\",\"user\":"
+                      "\"u\",\"text\":\"1\",\"ts\":1,\"seq\":6,\"epoch\":\"E\"}]}");
+    chat_buf_reset(&b);
+    chat_env_build_history(&b, CHAT_LIT("r\n"), CHAT_LIT("E"), 9, msgs, 2);
+    cJSON *j = cjson_of(&b);
+    assert_json_str(j, "type", "history");
+    assert_json_str(j, "room", "r\n");
+    assert_json_str(j, "epoch", "E");
+    assert_true(cJSON_GetObjectItemCaseSensitive(j, "seq")->valuedouble == 9);
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    assert_true(cJSON_IsArray(arr));
+    assert_int_equal(cJSON_GetArraySize(arr), 2);
+    assert_json_str(cJSON_GetArrayItem(arr, 0), "id", "a");
+    assert_json_str(cJSON_GetArrayItem(arr, 1), "text", "[2]");
+    assert_true(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(arr, 1), "seq")->valuedouble ==
+                7);
+    cJSON_Delete(j);
+    /* the messages are copied verbatim, between commas */
+    assert_non_null(memmem(b.p, b.len, msgs[0].p, msgs[0].len));
+    assert_non_null(memmem(b.p, b.len, "\"E\"},{\"type\"", 12));
+    chat_buf_free(&b);
+}
+
+static void test_build_presence(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    const chat_env_presence_user_t users[] = {{CHAT_LIT("alice"), 2}, {CHAT_LIT("b\"ob"), 1}};
+
+    chat_env_build_presence(&b, CHAT_LIT("r"), 2, users, 2, 1);
+    assert_buf_eq(&b, "{\"type\":\"presence\",\"room\":\"r\",\"count\":2,\"users\":["
+                      "{\"user\":\"alice\",\"connections\":2},"
+                      "{\"user\":\"b\\\"ob\",\"connections\":1}]}");
+    cJSON *j = cjson_of(&b);
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "users");
+    assert_int_equal(cJSON_GetArraySize(arr), 2);
+    assert_json_str(cJSON_GetArrayItem(arr, 1), "user", "b\"ob");
+    assert_true(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(arr, 0), "connections")->valuedouble ==
+        2);
+    cJSON_Delete(j);
+    /* above --presence-list-max: the count only */
+    chat_buf_reset(&b);
+    chat_env_build_presence(&b, CHAT_LIT("r"), 5000, users, 2, 0);
+    assert_buf_eq(&b, "{\"type\":\"presence\",\"room\":\"r\",\"count\":5000}");
+    /* an empty room, listed */
+    chat_buf_reset(&b);
+    chat_env_build_presence(&b, CHAT_LIT("r"), 0, NULL, 0, 1);
+    assert_buf_eq(&b, "{\"type\":\"presence\",\"room\":\"r\",\"count\":0,\"users\":[]}");
+    chat_buf_free(&b);
+}
+
 /* ---- relayed envelopes (chat_env_check_relayed) ------------------------------------------ */
 
 #define OK_RELAYED CHAT_WIRE_NREASONS /* "accepted" in the helpers below */
@@ -1391,8 +1896,9 @@ static void test_relayed_worst_case_builder_output_fits(void **state)
 
 static void test_relayed_max_bytes(void **state)
 {
-    const size_t strings =
-        CHAT_ROOM_NAME_MAX + CHAT_ENV_RELAYED_MAX_ID + CHAT_JWT_MAX_SUB + CHAT_JWT_MAX_NAME;
+    /* the epoch is one more string at its longest, fully escaped */
+    const size_t strings = CHAT_ROOM_NAME_MAX + CHAT_ENV_RELAYED_MAX_ID + CHAT_JWT_MAX_SUB +
+                           CHAT_JWT_MAX_NAME + CHAT_EPOCH_MAX;
     assert_int_equal(chat_env_relayed_max_bytes(0), 6 * strings + 128);
     assert_int_equal(chat_env_relayed_max_bytes(4096), 6 * (4096 + strings) + 128);
     assert_true(chat_env_relayed_max_bytes(SIZE_MAX) == SIZE_MAX); /* no overflow */
@@ -1669,6 +2175,148 @@ static void test_relayed_escaped_backslash_u0000_is_text(void **state)
     chat_buf_free(&b);
 }
 
+/* ---- relayed chats from the history: seq and epoch ---------------------------------------- */
+
+/* Builds open + seq + MID + epoch + END for room "r" (the three parts of a broker_append). */
+static void build_stored(chat_buf_t *b, const char *seq, const char *epoch)
+{
+    chat_env_chat_t m = {CHAT_LIT("r"),  CHAT_LIT("n1-k-1"), CHAT_LIT("u"),
+                         CHAT_LIT("hi"), 1700000000000,      CHAT_LIT("U")};
+    chat_buf_reset(b);
+    chat_env_build_chat_open(b, &m);
+    chat_buf_appendf(b, "%s" CHAT_ENV_SEQ_MID "%s" CHAT_ENV_SEQ_END, seq, epoch);
+}
+
+/* A stored chat passes, and the check hands its seq and epoch over. */
+static void test_relayed_stored_chat_fills_seq_and_epoch(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_wire_reason_t why = OK_RELAYED;
+    chat_wire_hdr_t h;
+
+    build_stored(&b, "41", "Ep0ch");
+    memset(&h, 0x5a, sizeof(h));
+    h.origin_conn = 77;
+    assert_int_equal(
+        chat_env_check_relayed(chat_buf_str(&b), CHAT_WIRE_CHAT, CHAT_LIT("r"), 100, &h, &why), 0);
+    assert_true(h.seq == 41);
+    assert_int_equal(h.epoch_len, 5);
+    assert_string_equal(h.epoch, "Ep0ch");
+    assert_true(h.origin_conn == 77); /* the rest of the header is not touched */
+    assert_int_equal(why, OK_RELAYED);
+
+    /* the largest seq, the longest epoch */
+    build_stored(&b, "9007199254740992", EPOCH32);
+    assert_int_equal(
+        chat_env_check_relayed(chat_buf_str(&b), CHAT_WIRE_CHAT, CHAT_LIT("r"), 100, &h, &why), 0);
+    assert_true(h.seq == ((uint64_t)1 << 53));
+    assert_int_equal(h.epoch_len, CHAT_EPOCH_MAX);
+    assert_string_equal(h.epoch, EPOCH32);
+
+    /* a chat without them: 0 and "", whatever h held */
+    chat_env_chat_t m = {CHAT_LIT("r"), CHAT_LIT("i"), CHAT_LIT("u"), CHAT_LIT("t"), 1,
+                         CHAT_STR_NULL};
+    chat_buf_reset(&b);
+    chat_env_build_chat(&b, &m);
+    memset(&h, 0x5a, sizeof(h));
+    assert_int_equal(
+        chat_env_check_relayed(chat_buf_str(&b), CHAT_WIRE_CHAT, CHAT_LIT("r"), 100, &h, &why), 0);
+    assert_true(h.seq == 0);
+    assert_int_equal(h.epoch_len, 0);
+    assert_string_equal(h.epoch, "");
+    /* typing and system too */
+    chat_buf_reset(&b);
+    chat_env_build_typing(&b, CHAT_LIT("r"), CHAT_LIT("u"), CHAT_STR_NULL);
+    memset(&h, 0x5a, sizeof(h));
+    assert_int_equal(
+        chat_env_check_relayed(chat_buf_str(&b), CHAT_WIRE_TYPING, CHAT_LIT("r"), 100, &h, &why),
+        0);
+    assert_true(h.seq == 0 && h.epoch_len == 0 && h.epoch[0] == '\0');
+    /* h may be NULL */
+    build_stored(&b, "3", "e");
+    assert_int_equal(
+        chat_env_check_relayed(chat_buf_str(&b), CHAT_WIRE_CHAT, CHAT_LIT("r"), 100, NULL, &why),
+        0);
+    /* a refusal leaves h alone */
+    build_stored(&b, "0", "e");
+    memset(&h, 0x5a, sizeof(h));
+    assert_int_equal(
+        chat_env_check_relayed(chat_buf_str(&b), CHAT_WIRE_CHAT, CHAT_LIT("r"), 100, &h, &why),
+        CHAT_EMALFORMED);
+    assert_int_equal(why, CHAT_WIRE_R_FIELDS);
+    assert_true(h.epoch_len == 0x5a5a5a5a5a5a5a5aULL && h.seq == 0x5a5a5a5a5a5a5a5aULL);
+    chat_buf_free(&b);
+}
+
+static void test_relayed_seq_and_epoch_refused(void **state)
+{
+#define CHAT_OK                                                                                    \
+    "{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\",\"user\":\"u\",\"text\":\"t\",\"ts\":1"
+    static const char *const bad[] = {
+        CHAT_OK ",\"seq\":41}",                /* seq without epoch */
+        CHAT_OK ",\"epoch\":\"e\"}",           /* epoch without seq */
+        CHAT_OK ",\"seq\":0,\"epoch\":\"e\"}", /* seq starts at 1 */
+        CHAT_OK ",\"seq\":-1,\"epoch\":\"e\"}",
+        CHAT_OK ",\"seq\":1.5,\"epoch\":\"e\"}",
+        CHAT_OK ",\"seq\":\"1\",\"epoch\":\"e\"}",
+        CHAT_OK ",\"seq\":null,\"epoch\":\"e\"}",
+        CHAT_OK ",\"seq\":9007199254740993,\"epoch\":\"e\"}", /* 2^53 + 1 */
+        CHAT_OK ",\"seq\":1e400,\"epoch\":\"e\"}",
+        CHAT_OK ",\"seq\":1,\"epoch\":\"\"}", /* a bad epoch */
+        CHAT_OK ",\"seq\":1,\"epoch\":\"a.b\"}",
+        CHAT_OK ",\"seq\":1,\"epoch\":\"a b\"}",
+        CHAT_OK ",\"seq\":1,\"epoch\":\"" EPOCH32 "x\"}", /* 33 bytes */
+        CHAT_OK ",\"seq\":1,\"epoch\":5}",
+        CHAT_OK ",\"seq\":1,\"epoch\":[\"e\"]}",
+        CHAT_OK ",\"seq\":1,\"epoch\":\"e\\u0000x\"}",
+        CHAT_OK ",\"seq\":1,\"seq\":2,\"epoch\":\"e\"}", /* twice */
+        CHAT_OK ",\"seq\":1,\"epoch\":\"e\",\"epoch\":\"e\"}",
+        CHAT_OK ",\"Seq\":1,\"epoch\":\"e\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_relayed(bad[i], CHAT_WIRE_CHAT, CHAT_WIRE_R_FIELDS);
+    /* both, in any order and place, in any JSON spelling of a whole number */
+    assert_relayed(CHAT_OK ",\"seq\":1,\"epoch\":\"e\"}", CHAT_WIRE_CHAT, OK_RELAYED);
+    assert_relayed("{\"epoch\":\"e\",\"seq\":1e1,\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"t\",\"ts\":1}",
+                   CHAT_WIRE_CHAT, OK_RELAYED);
+#undef CHAT_OK
+    /* typing and system never carry them */
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",\"seq\":1,\"epoch\":\"e\"}",
+                   CHAT_WIRE_TYPING, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"typing\",\"room\":\"r\",\"user\":\"u\",\"seq\":1}",
+                   CHAT_WIRE_TYPING, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"event\":\"join\",\"user\":\"u\",\"ts\":1,"
+                   "\"seq\":1,\"epoch\":\"e\"}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_FIELDS);
+    assert_relayed("{\"type\":\"system\",\"room\":\"r\",\"event\":\"join\",\"user\":\"u\",\"ts\":1,"
+                   "\"epoch\":\"e\"}",
+                   CHAT_WIRE_SYSTEM, CHAT_WIRE_R_FIELDS);
+}
+
+/* The longest stored chat a node builds is within chat_env_relayed_max_bytes(). */
+static void test_relayed_worst_case_stored_chat_fits(void **state)
+{
+    enum { MAX_TEXT = 1000 };
+    static char text[MAX_TEXT], user[CHAT_JWT_MAX_SUB], name[CHAT_JWT_MAX_NAME];
+    static char room[CHAT_ROOM_NAME_MAX + 1], id[CHAT_ENV_RELAYED_MAX_ID];
+    chat_buf_t b = CHAT_BUF_INIT;
+
+    memset(text, 0x01, sizeof(text));
+    memset(user, 0x1f, sizeof(user));
+    memset(name, 0x02, sizeof(name));
+    memset(room, 'r', CHAT_ROOM_NAME_MAX);
+    memset(id, 'i', sizeof(id));
+    chat_env_chat_t m = {
+        chat_str(room, CHAT_ROOM_NAME_MAX), chat_str(id, sizeof(id)), chat_str(user, sizeof(user)),
+        chat_str(text, sizeof(text)),       9007199254740992,         chat_str(name, sizeof(name))};
+    chat_env_build_chat_open(&b, &m);
+    chat_buf_appendf(&b, "9007199254740992" CHAT_ENV_SEQ_MID EPOCH32 CHAT_ENV_SEQ_END);
+    assert_true(b.len <= chat_env_relayed_max_bytes(MAX_TEXT));
+    assert_int_equal(relayed_buf(&b, CHAT_WIRE_CHAT, room, MAX_TEXT), OK_RELAYED);
+    chat_buf_free(&b);
+}
+
 /* ---- JWT halves: a raw NUL byte is refused like the \u0000 escape ------------------------- */
 /* (test_auth.c covers the JWT parsers; this is the raw-byte case of the NUL refusal.) */
 static void test_jwt_raw_nul_byte_is_badreq(void **state)
@@ -1709,11 +2357,27 @@ int main(void)
         cmocka_unit_test(test_build_identity_with_name),
         cmocka_unit_test(test_build_token_messages),
         cmocka_unit_test(test_parse_refresh),
+        cmocka_unit_test(test_parse_join_since_ok),
+        cmocka_unit_test(test_parse_join_since_found_among_other_members),
+        cmocka_unit_test(test_parse_join_without_since),
+        cmocka_unit_test(test_parse_join_since_refused),
+        cmocka_unit_test(test_parse_join_since_bad_epoch),
+        cmocka_unit_test(test_parse_since_cid_and_other_types),
+        cmocka_unit_test(test_parse_history_ok),
+        cmocka_unit_test(test_parse_history_limit_clamped),
+        cmocka_unit_test(test_parse_history_refused),
+        cmocka_unit_test(test_parse_presence),
+        cmocka_unit_test(test_build_joined_with_seq_and_recovered),
+        cmocka_unit_test(test_build_ack_with_seq),
+        cmocka_unit_test(test_build_chat_open),
+        cmocka_unit_test(test_build_history),
+        cmocka_unit_test(test_build_presence),
         cmocka_unit_test(test_parse_depth_16_passes_17_refused),
         cmocka_unit_test(test_parse_64_keys_pass_65_refused),
         cmocka_unit_test(test_parse_64_items_pass_65_refused),
         cmocka_unit_test(test_parse_values_bounded),
         cmocka_unit_test(test_peek),
+        cmocka_unit_test(test_peek_new_types),
         cmocka_unit_test(test_parse_type_missing_is_badreq),
         cmocka_unit_test(test_parse_empty_object_is_badreq),
         cmocka_unit_test(test_parse_type_number_is_badreq),
@@ -1810,6 +2474,9 @@ int main(void)
         cmocka_unit_test(test_relayed_text_limit_is_decoded),
         cmocka_unit_test(test_relayed_string_limits),
         cmocka_unit_test(test_relayed_escaped_backslash_u0000_is_text),
+        cmocka_unit_test(test_relayed_stored_chat_fills_seq_and_epoch),
+        cmocka_unit_test(test_relayed_seq_and_epoch_refused),
+        cmocka_unit_test(test_relayed_worst_case_stored_chat_fits),
         cmocka_unit_test(test_jwt_raw_nul_byte_is_badreq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* tests/unit/test_http_upgrade.c - gateway/http_upgrade.c: the incremental head parser (any
- * chunking, limits, malformed input), header lookups, the RFC 6455 checks in their documented
- * order, the accept key and the exact bytes of every response builder. */
+ * chunking, limits, malformed input), header lookups, query parameters (gw_http_query_param,
+ * the upgrade's query, the token carriers), the RFC 6455 checks in their documented order, the
+ * accept key and the exact bytes of every response builder. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -125,6 +126,7 @@ static int check_text(const char *text, gw_upgrade_t *u)
     int rc = gw_upgrade_check(&r, u);
     /* views into the request die with it; keep only what the tests compare */
     u->room = CHAT_STR_NULL;
+    u->query = CHAT_STR_NULL;
     gw_http_req_dispose(&r);
     return rc;
 }
@@ -609,6 +611,146 @@ static void test_check_query_split(void **state)
     assert_str(r.path, "/ws");
     assert_null(r.query.p);
     gw_http_req_dispose(&r);
+}
+
+/* Looks `name` up in `query` and checks the answer: want == NULL means absent. */
+static void expect_param(const char *query, const char *name, const char *want)
+{
+    chat_str_t q = query != NULL ? chat_str(query, strlen(query)) : CHAT_STR_NULL;
+    chat_str_t v = CHAT_LIT("unset");
+    int found = gw_http_query_param(q, name, &v);
+    if (want == NULL) {
+        if (found != 0 || v.p != NULL)
+            fail_msg("%s in \"%s\": found \"%.*s\"", name, query ? query : "(null)", (int)v.len,
+                     v.p ? v.p : "");
+        return;
+    }
+    if (found != 1)
+        fail_msg("%s in \"%s\": not found", name, query);
+    assert_str(v, want);
+    assert_true(v.p >= q.p && v.p + v.len <= q.p + q.len); /* borrowed from the query */
+}
+
+static void test_query_param(void **state)
+{
+    expect_param(NULL, "since", NULL);
+    expect_param("", "since", NULL);
+    expect_param("since=41&epoch=e", "since", "41");
+    expect_param("since=41&epoch=e", "epoch", "e");
+    expect_param("epoch=e&since=41", "since", "41");
+    expect_param("since=", "since", ""); /* present, empty */
+    expect_param("since=&epoch=e", "since", "");
+    expect_param("since", "since", NULL); /* no '=': not the parameter */
+    expect_param("since&since=5", "since", "5");
+    expect_param("xsince=1&since=2", "since", "2"); /* the whole name only */
+    expect_param("sincex=1", "since", NULL);
+    expect_param("Since=1", "since", NULL);        /* case-sensitive */
+    expect_param("since=1&since=2", "since", "1"); /* the first one */
+    expect_param("since=4%31", "since", "4%31");   /* raw: no percent-decoding */
+    expect_param("epoch=a+b", "epoch", "a+b");     /* nor '+' for space */
+    expect_param("a=1&&since=3&", "since", "3");
+    expect_param("since=a=b", "since", "a=b");
+    expect_param("since=1;epoch=2", "since", "1;epoch=2"); /* only '&' separates */
+    expect_param("since=1;epoch=2", "epoch", NULL);
+    expect_param("token=abc?d=e", "token", "abc?d=e");
+    expect_param("&", "since", NULL);
+    /* an empty value points at the end of its parameter, inside the query */
+    static const char q[] = "since=&x=1";
+    chat_str_t v;
+    assert_int_equal(gw_http_query_param(chat_str(q, sizeof(q) - 1), "since", &v), 1);
+    assert_true(v.p == q + 6 && v.len == 0);
+    /* the length bounds the query, not a NUL */
+    assert_int_equal(gw_http_query_param(chat_str("since=41", 5), "since", &v), 0);
+    assert_int_equal(gw_http_query_param(chat_str("since=41&x", 8), "since", &v), 1);
+    assert_str(v, "41");
+}
+
+/* gw_upgrade_check() hands the raw query over (for ?since=41&epoch=e at the handshake). */
+static void test_check_upgrade_query(void **state)
+{
+    static const char text[] =
+        "GET /chat/lobby?since=41&epoch=Ep0ch&token=t HTTP/1.1\r\n" GOOD_HEADERS "\r\n";
+    gw_http_req_t r;
+    gw_upgrade_t u;
+    chat_str_t v;
+
+    assert_int_equal(parse_whole(&r, text, MAX_HEAD), (int)strlen(text));
+    assert_int_equal(gw_upgrade_check(&r, &u), 0);
+    assert_int_equal(u.route, GW_ROUTE_CHAT);
+    assert_str(u.query, "since=41&epoch=Ep0ch&token=t");
+    assert_true(u.query.p == r.query.p);
+    assert_int_equal(gw_http_query_param(u.query, "since", &v), 1);
+    assert_str(v, "41");
+    assert_int_equal(gw_http_query_param(u.query, "epoch", &v), 1);
+    assert_str(v, "Ep0ch");
+    gw_http_req_dispose(&r);
+
+    static const char none[] = "GET /ws HTTP/1.1\r\n" GOOD_HEADERS "\r\n";
+    assert_int_equal(parse_whole(&r, none, MAX_HEAD), (int)strlen(none));
+    assert_int_equal(gw_upgrade_check(&r, &u), 0);
+    assert_null(u.query.p);
+    gw_http_req_dispose(&r);
+
+    static const char empty[] = "GET /ws? HTTP/1.1\r\n" GOOD_HEADERS "\r\n";
+    assert_int_equal(parse_whole(&r, empty, MAX_HEAD), (int)strlen(empty));
+    assert_int_equal(gw_upgrade_check(&r, &u), 0);
+    assert_non_null(u.query.p);
+    assert_int_equal(u.query.len, 0);
+    gw_http_req_dispose(&r);
+}
+
+/* Parses `text` and returns gw_http_req_token()'s carrier, the token in *tok (copied). */
+static gw_token_carrier_t token_of(const char *text, char *tok, size_t cap)
+{
+    gw_http_req_t r;
+    chat_str_t t;
+    assert_int_equal(parse_whole(&r, text, MAX_HEAD), (int)strlen(text));
+    gw_token_carrier_t c = gw_http_req_token(&r, &t);
+    if (t.p != NULL) {
+        assert_true(t.len < cap);
+        memcpy(tok, t.p, t.len);
+        tok[t.len] = '\0';
+    } else {
+        snprintf(tok, cap, "(null)");
+    }
+    gw_http_req_dispose(&r);
+    return c;
+}
+
+/* The token query parameter (found with gw_http_query_param), and the carriers' order. */
+static void test_token_carriers(void **state)
+{
+    char tok[64];
+
+    assert_int_equal(token_of("GET /ws?token=abc HTTP/1.1\r\n" GOOD_HEADERS "\r\n", tok, 64),
+                     GW_TOKEN_QUERY);
+    assert_string_equal(tok, "abc");
+    assert_int_equal(
+        token_of("GET /ws?room=a&token=t1&token=t2 HTTP/1.1\r\n" GOOD_HEADERS "\r\n", tok, 64),
+        GW_TOKEN_QUERY);
+    assert_string_equal(tok, "t1");
+    assert_int_equal(token_of("GET /ws?xtoken=a&token=b HTTP/1.1\r\n" GOOD_HEADERS "\r\n", tok, 64),
+                     GW_TOKEN_QUERY);
+    assert_string_equal(tok, "b");
+    assert_int_equal(token_of("GET /ws?token= HTTP/1.1\r\n" GOOD_HEADERS "\r\n", tok, 64),
+                     GW_TOKEN_QUERY);
+    assert_string_equal(tok, ""); /* present but empty: it decides */
+    assert_int_equal(token_of("GET /ws?token HTTP/1.1\r\n" GOOD_HEADERS "\r\n", tok, 64),
+                     GW_TOKEN_NONE);
+    assert_string_equal(tok, "(null)");
+    assert_int_equal(token_of("GET /ws HTTP/1.1\r\n" GOOD_HEADERS "\r\n", tok, 64), GW_TOKEN_NONE);
+    /* a header beats the query, a subprotocol beats both */
+    assert_int_equal(token_of("GET /ws?token=q HTTP/1.1\r\n" GOOD_HEADERS
+                              "Authorization: Bearer h\r\n\r\n",
+                              tok, 64),
+                     GW_TOKEN_HEADER);
+    assert_string_equal(tok, "h");
+    assert_int_equal(token_of("GET /ws?token=q HTTP/1.1\r\n" GOOD_HEADERS
+                              "Authorization: Bearer h\r\n"
+                              "Sec-WebSocket-Protocol: chat.v1, bearer.s\r\n\r\n",
+                              tok, 64),
+                     GW_TOKEN_SUBPROTOCOL);
+    assert_string_equal(tok, "s");
 }
 
 static void test_check_subprotocol(void **state)
@@ -1111,6 +1253,9 @@ int main(void)
         cmocka_unit_test(test_check_chat_room),
         cmocka_unit_test(test_check_demo_route),
         cmocka_unit_test(test_check_query_split),
+        cmocka_unit_test(test_query_param),
+        cmocka_unit_test(test_check_upgrade_query),
+        cmocka_unit_test(test_token_carriers),
         cmocka_unit_test(test_check_subprotocol),
         cmocka_unit_test(test_check_header_variants_accepted),
         cmocka_unit_test(test_refuse_unknown_path_404),

@@ -1,7 +1,9 @@
 /* tests/unit/test_names.c - common/names.c: room names are 1..64 bytes of A-Z a-z 0-9 . _ - : @.
  * Every one of the 256 byte values is tried alone and inside an otherwise valid name; the length
- * limits; and each forbidden class (space, '/', '%', '!', non-ASCII, NUL) explicitly. Inputs live
- * in exact-size heap blocks so ASan catches any read past the name. */
+ * limits; and each forbidden class (space, '/', '%', '!', non-ASCII, NUL) explicitly. History
+ * epochs (chat_epoch_valid) the same way: 1..32 bytes of A-Z a-z 0-9 _ -, so the room characters
+ * . : @ are not epoch characters. Inputs live in exact-size heap blocks so ASan catches any read
+ * past the name. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +35,25 @@ static int valid_n(const char *p, size_t n)
 static int valid(const char *s)
 {
     return valid_n(s, strlen(s));
+}
+
+static int epoch_valid_n(const char *p, size_t n)
+{
+    char *copy = malloc(n ? n : 1);
+    int r;
+
+    assert_non_null(copy);
+    if (n)
+        memcpy(copy, p, n);
+    r = chat_epoch_valid(chat_str(copy, n));
+    free(copy);
+    return r;
+}
+
+static int epoch_allowed(unsigned c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 static int allowed(unsigned c)
@@ -190,6 +211,41 @@ static void test_control_chars_refused(void **state)
     }
 }
 
+/* ---- epochs ------------------------------------------------------------------------------ */
+
+static void test_epoch_every_byte_value(void **state)
+{
+    char e[3] = {'a', 0, 'b'};
+    for (unsigned c = 0; c < 256; c++) {
+        char one = (char)c;
+        e[1] = (char)c;
+        if (epoch_valid_n(&one, 1) != epoch_allowed(c))
+            fail_msg("byte 0x%02x alone: wrong verdict", c);
+        if (epoch_valid_n(e, 3) != epoch_allowed(c))
+            fail_msg("byte 0x%02x inside: wrong verdict", c);
+    }
+    assert_int_equal(epoch_valid_n("Ep0ch_-", 7), 1);
+    /* room characters that are no epoch characters */
+    assert_int_equal(epoch_valid_n("a.b", 3), 0);
+    assert_int_equal(epoch_valid_n("a:b", 3), 0);
+    assert_int_equal(epoch_valid_n("a@b", 3), 0);
+}
+
+static void test_epoch_length(void **state)
+{
+    char e[CHAT_EPOCH_MAX + 1];
+    memset(e, 'e', sizeof(e));
+    assert_int_equal(CHAT_EPOCH_MAX, 32);
+    assert_int_equal(epoch_valid_n(e, CHAT_EPOCH_MAX), 1);
+    assert_int_equal(epoch_valid_n(e, CHAT_EPOCH_MAX + 1), 0);
+    assert_int_equal(epoch_valid_n(e, 1), 1);
+    assert_int_equal(epoch_valid_n(e, 0), 0);
+    assert_int_equal(chat_epoch_valid(CHAT_STR_NULL), 0);
+    /* the length decides, not a NUL */
+    assert_int_equal(epoch_valid_n("ab\0c", 4), 0);
+    assert_int_equal(chat_epoch_valid(chat_str("abc", 2)), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +265,8 @@ int main(void)
         cmocka_unit_test(test_non_ascii_refused),
         cmocka_unit_test(test_nul_refused),
         cmocka_unit_test(test_control_chars_refused),
+        cmocka_unit_test(test_epoch_every_byte_value),
+        cmocka_unit_test(test_epoch_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

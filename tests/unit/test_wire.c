@@ -4,7 +4,9 @@
  * copied into a heap block of exactly its length, so ASan catches any read past the message.
  * chat_wire_check(): what nodes publish (header + real builder output) is accepted; each header
  * reason (grammar, flags, node id, conn, the publish-time window, kind, size) with real inputs;
- * the JSON reasons reach the caller (their cases are in test_envelope.c). */
+ * the JSON reasons reach the caller (their cases are in test_envelope.c); a chat from the
+ * history (chat_env_build_chat_open + seq + epoch) hands its seq and epoch over in the header
+ * struct, and chat_wire_parse() leaves them 0 and "". */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -471,6 +473,71 @@ static void test_check_accepts_what_nodes_publish(void **state)
     chat_buf_free(&b);
 }
 
+/* A chat as broker_append stores and publishes it: accepted, seq and epoch in *h. */
+static void test_check_stored_chat_gives_seq_and_epoch(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_wire_limits_t lim = {.now_ms = NOW_MS, .max_text_bytes = MAX_TEXT};
+    chat_wire_reason_t why = OK_CHECKED;
+    chat_wire_hdr_t h = hdr(CHAT_WIRE_CHAT, 0, "n1", 5, NOW_MS), got;
+    chat_env_chat_t m = {
+        CHAT_LIT("lobby"), CHAT_LIT("n1-k3x9-1"), CHAT_LIT("alice"), CHAT_LIT("hello"), NOW_MS,
+        CHAT_STR_NULL};
+    chat_str_t json;
+
+    chat_wire_put_header(&b, &h);
+    size_t hlen = b.len;
+    chat_env_build_chat_open(&b, &m);
+    chat_buf_appendf(&b, "41" CHAT_ENV_SEQ_MID "Ep0ch" CHAT_ENV_SEQ_END);
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(chat_wire_check(CHAT_LIT("lobby"), chat_buf_str(&b), &lim, &got, &json, &why),
+                     0);
+    assert_true(got.seq == 41);
+    assert_int_equal(got.epoch_len, 5);
+    assert_string_equal(got.epoch, "Ep0ch");
+    assert_true(got.origin_conn == 5 && got.kind == CHAT_WIRE_CHAT);
+    assert_true(json.p == b.p + hlen && json.len == b.len - hlen);
+    /* the JSON relayed as it is ends with the seq and epoch */
+    const char *tail = ",\"ts\":1700000000000,\"seq\":41,\"epoch\":\"Ep0ch\"}";
+    assert_true(json.len > strlen(tail));
+    assert_memory_equal(json.p + json.len - strlen(tail), tail, strlen(tail));
+
+    /* chat_wire_parse() does not read the JSON: 0 and "" */
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(chat_wire_parse(chat_buf_str(&b), &got, &json), 0);
+    assert_true(got.seq == 0 && got.epoch_len == 0 && got.epoch[0] == '\0');
+
+    /* a plain chat after a stored one: 0 and "" again */
+    chat_buf_reset(&b);
+    chat_wire_put_header(&b, &h);
+    chat_env_build_chat(&b, &m);
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(chat_wire_check(CHAT_LIT("lobby"), chat_buf_str(&b), &lim, &got, &json, &why),
+                     0);
+    assert_true(got.seq == 0 && got.epoch_len == 0 && got.epoch[0] == '\0');
+    chat_buf_free(&b);
+
+    /* one of the two alone, a seq of 0, a bad epoch, and either on typing: "fields" */
+    assert_checked("CGW1 c - n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"t\",\"ts\":1,\"seq\":3}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_checked("CGW1 c - n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"t\",\"ts\":1,\"epoch\":\"e\"}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_checked("CGW1 c - n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"t\",\"ts\":1,\"seq\":0,\"epoch\":\"e\"}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_checked("CGW1 c - n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"t\",\"ts\":1,\"seq\":3,\"epoch\":\"e!\"}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_checked("CGW1 t x n 1 1700000000000\n{\"type\":\"typing\",\"room\":\"r\",\"user\":"
+                   "\"u\",\"seq\":3,\"epoch\":\"e\"}",
+                   CHAT_WIRE_R_FIELDS);
+    assert_checked("CGW1 c - n 1 1700000000000\n{\"type\":\"chat\",\"room\":\"r\",\"id\":\"i\","
+                   "\"user\":\"u\",\"text\":\"t\",\"ts\":1,\"seq\":3,\"epoch\":\"e\"}",
+                   OK_CHECKED);
+}
+
 static void test_check_reason_names(void **state)
 {
     static const char *const want[] = {"header", "kind", "size", "utf8",
@@ -643,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_newline_inside_header_is_malformed),
         cmocka_unit_test(test_truncated_at_every_length_is_malformed),
         cmocka_unit_test(test_check_accepts_what_nodes_publish),
+        cmocka_unit_test(test_check_stored_chat_gives_seq_and_epoch),
         cmocka_unit_test(test_check_reason_names),
         cmocka_unit_test(test_check_header),
         cmocka_unit_test(test_check_publish_time_window),
