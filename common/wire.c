@@ -112,13 +112,13 @@ static int node_valid(chat_str_t s)
     return 1;
 }
 
-/* publish_ms within [now - CHAT_WIRE_MAX_AGE_MS, now + CHAT_WIRE_MAX_AHEAD_MS], without
- * overflow for any now_ms. */
-static int publish_time_sane(int64_t ms, int64_t now)
+/* publish_ms within [now - max_age, now + CHAT_WIRE_MAX_AHEAD_MS], without overflow for any
+ * now_ms. */
+static int publish_time_sane(int64_t ms, int64_t now, uint64_t max_age)
 {
     if (ms > now && (uint64_t)ms - (uint64_t)now > (uint64_t)CHAT_WIRE_MAX_AHEAD_MS)
         return 0;
-    if (ms < now && (uint64_t)now - (uint64_t)ms > (uint64_t)CHAT_WIRE_MAX_AGE_MS)
+    if (ms < now && (uint64_t)now - (uint64_t)ms > max_age)
         return 0;
     return 1;
 }
@@ -140,7 +140,8 @@ int chat_wire_check(chat_str_t topic, chat_str_t data, const chat_wire_limits_t 
     if (parse_header(data, h, json, &why) != 0)
         return reject(reason, why);
     if (!node_valid(h->origin_node) || h->origin_conn > CHAT_WIRE_CONN_MAX ||
-        !publish_time_sane(h->publish_ms, lim->now_ms))
+        !publish_time_sane(h->publish_ms, lim->now_ms,
+                          lim->max_age_ms ? lim->max_age_ms : (uint64_t)CHAT_WIRE_MAX_AGE_MS))
         return reject(reason, CHAT_WIRE_R_HEADER);
     return chat_env_check_relayed(*json, h->kind, topic, lim->max_text_bytes, h, reason);
 }

@@ -52,7 +52,7 @@ int chat_wire_parse(chat_str_t data, chat_wire_hdr_t *h, chat_str_t *json);
  *   "header"  not `CGW1 <kind> <flags> <node> <conn> <ms>\n`; a node id that is not 1 to
  *             CHAT_WIRE_NODE_MAX of A-Z a-z 0-9 . _ -; flags other than 'x' / '-'; an origin conn
  *             above CHAT_WIRE_CONN_MAX; a publish time more than CHAT_WIRE_MAX_AHEAD_MS ahead of
- *             or CHAT_WIRE_MAX_AGE_MS behind the receiver's clock (so 2^63 cannot reach the
+ *             or CHAT_WIRE_MAX_AGE_MS (lim->max_age_ms) behind the receiver's clock (so 2^63 cannot reach the
  *             latency histogram)
  *   "kind"    a kind other than 'c', 't', 's'
  *   "size"    a message longer than a node publishes for the receiver's max_text_bytes
@@ -100,6 +100,9 @@ const char *chat_wire_reason_name(chat_wire_reason_t r);
 
 typedef struct chat_wire_limits {
     int64_t now_ms;        /* the receiver's wall clock, ms since the epoch (chat_wall_ms()) */
+    uint64_t max_age_ms;   /* how far behind now_ms a publish time may be; 0: the live bound
+                            * CHAT_WIRE_MAX_AGE_MS (a message read from a history may be as old
+                            * as the history keeps them) */
     size_t max_text_bytes; /* the receiver's --max-text-bytes */
 } chat_wire_limits_t;
 

@@ -401,8 +401,10 @@ static int entry_ok(gw_chat_t *chat, chat_str_t room, const broker_history_entry
 {
     chat_wire_hdr_t h;
     chat_wire_reason_t why;
+    /* a stored chat is as old as its room's history goes back (the TTL counts from the last one) */
     chat_wire_limits_t lim = {.now_ms = chat_wall_ms(),
-                              .max_text_bytes = chat->srv->cfg->max_text_bytes};
+                              .max_text_bytes = chat->srv->cfg->max_text_bytes,
+                              .max_age_ms = (uint64_t)chat_wall_ms()};
     if (chat_wire_check(room, e->data, &lim, &h, json, &why) != 0) {
         gw__relay_reject(chat, room, e->data.len, why);
         return 0;
