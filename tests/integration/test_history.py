@@ -13,7 +13,8 @@ from wsclient import Client, check_chat, check_position, close_all, run
 
 async def chat_seq(c, text, room=None, cid=None):
     """Sends a chat and returns (ack, own copy); they agree on id and seq."""
-    ack, copy = await c.chat_confirmed(text, room=room, **({"cid": cid} if cid else {}))
+    ack, copy = await c.chat_confirmed(text, room=room, skip=("system", "typing"),
+                                       **({"cid": cid} if cid else {}))
     assert ack["seq"] == copy["seq"], (ack, copy)
     assert set(ack) == {"type", "cid", "room", "id", "seq"}, ack
     return ack, copy
@@ -26,7 +27,12 @@ async def chats_until(c, n, skip=("system", "typing"), timeout=10.0):
     for _ in range(n + 2000):
         if len(got) == n:
             return got
-        f = await c.recv(max(0.01, deadline - time.monotonic()))
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {len(got)} of {n} chats within {timeout}s: {got[-3:]}"
+        try:
+            f = await c.recv(left)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"only {len(got)} of {n} chats within {timeout}s") from None
         if f["type"] == "chat":
             got.append(f)
         else:

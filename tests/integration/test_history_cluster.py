@@ -335,3 +335,47 @@ def test_room_keys_are_hash_tagged_and_expire(gateway_factory, redis, keys):
             assert 0 < ttl <= 24 * 3600 * 1000, (k, ttl)
         await alice.close()
     run(body())
+
+
+def test_quiet_room_is_filled_after_a_subscriber_reconnect(gateway_factory, redis, keys):
+    """Chats published while a node rebuilds its subscriber connection, and then silence: the
+    node reads the history after resubscribing and delivers them without waiting for another
+    chat to reveal the gap."""
+    n1, n2 = start_nodes(gateway_factory, redis, keys, 2)
+
+    def sub_id(node):
+        for line in redis.cli("CLIENT", "LIST").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if fields.get("name") == f"chat-gateway:{node}:sub":
+                return fields["id"]
+        return None
+
+    async def body():
+        alice = await user(n1, keys, "alice")
+        await alice.join("quiet")
+        bob = await user(n2, keys, "bob")
+        await bob.join("quiet")
+        await alice.recv_type("system")
+        exercised = 0
+        for attempt in range(5):
+            before = scrape(n2).get("chat_history_filled_total")
+            redis.cli("CLIENT", "KILL", "ID", sub_id("n2"))
+            cids = [await alice.chat(f"q{attempt}-{i}", room="quiet") for i in range(8)]
+            acks = {}
+            for _ in range(100):
+                if len(acks) == len(cids):
+                    break
+                f = await alice.recv_type("ack", skip=("chat",))
+                acks[f["cid"]] = f
+            got = await chats_until(bob, len(cids), timeout=10 * SCALE)
+            assert sorted(f["id"] for f in got) == sorted(a["id"] for a in acks.values())
+            seqs = [f["seq"] for f in got]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+            await bob.assert_quiet("nothing twice")
+            wait_until(lambda: sub_id("n2") is not None, 10 * SCALE, "n2 resubscribed")
+            if scrape(n2).get("chat_history_filled_total") > before:
+                exercised += 1
+                break
+        assert exercised, "no attempt published while n2 was resubscribing"
+        await close_all([alice, bob])
+    run(body(), timeout=90)
