@@ -48,6 +48,7 @@ typedef struct gw_room {
     int refill;              /* read again once the read in flight is answered */
     uint64_t seq;            /* the last seq delivered here (valid from GW_HIST_LIVE on) */
     uint64_t read_started;   /* uv_now() when the read in flight was asked; 0: none */
+    uint64_t wait_since;     /* uv_now() when members began waiting for the first read; 0: none */
     chat_list_t held;        /* gw_held_t: chats that arrived while a read was in flight */
     size_t nheld;
     size_t epoch_len;

@@ -28,6 +28,7 @@
 
 #define HOLD_EXTRA         64   /* held chats beyond 2 x history_size + this: dropped, re-read */
 #define REQUEST_LIMIT_DEF  50   /* `history` without limit */
+#define JOIN_WAIT_MS       3000 /* a join waits this long at most for the room's position */
 
 typedef struct gw_held {
     chat_list_t link;
@@ -238,6 +239,23 @@ static void member_ready(gw_member_t *m)
     send_joined(m, m->room->seq, 0, 0);
 }
 
+/* The room's position cannot be read now (the broker is down, or slow): `joined` without seq and
+ * epoch (and "recovered":false after a since), and m gets the room's chats from now on. */
+static void member_unpositioned(gw_member_t *m)
+{
+    gw_chat_t *chat = gw__chat(m->session->srv);
+    chat_env_joined_t j = {.has_recovered = m->recovery != NULL, .recovered = 0};
+    if (m->recovery != NULL)
+        chat->recoveries[0]++;
+    recovery_free(m);
+    m->state = GW_MEMBER_LIVE;
+    m->seen = 0;
+    chat_buf_t *b = &chat->json;
+    chat_buf_reset(b);
+    chat_env_build_joined(b, room_name(m->room), &j);
+    gw__session_send_json(m->session, chat_buf_str(b));
+}
+
 void gw__history_join(gw_member_t *m, int fresh, const gw_since_t *since)
 {
     gw_room_t *room = m->room;
@@ -252,7 +270,13 @@ void gw__history_join(gw_member_t *m, int fresh, const gw_since_t *since)
         m->recovery = rec;
     }
     if (room->hstate == GW_HIST_NEW || room->hstate == GW_HIST_SYNCING) {
+        if (!broker_is_up(m->session->srv->broker)) {
+            member_unpositioned(m); /* no waiting for a broker that is down */
+            return;
+        }
         m->state = GW_MEMBER_WAITING;
+        if (room->wait_since == 0)
+            room->wait_since = uv_now(m->session->srv->loop);
         return;
     }
     member_ready(m);
@@ -433,6 +457,7 @@ static void on_room_read(gw_chat_t *chat, gw_read_t *rd, const broker_history_re
         memcpy(room->epoch, r->epoch.p, r->epoch.len);
         room->epoch[r->epoch.len] = '\0';
         room->hstate = GW_HIST_LIVE;
+        room->wait_since = 0;
         chat_list_t *pos, *tmp;
         chat_list_foreach_safe(pos, tmp, &room->members)
         {
@@ -620,9 +645,20 @@ void gw__history_tick(gw_chat_t *chat, uint64_t now)
     gw_room_t *room;
     if (history_size(chat) == 0)
         return;
-    while ((room = chat_map_next(&chat->rooms, &it, &key)) != NULL)
+    while ((room = chat_map_next(&chat->rooms, &it, &key)) != NULL) {
+        if (room->wait_since != 0 && now - room->wait_since >= JOIN_WAIT_MS) {
+            chat_list_t *pos;
+            room->wait_since = 0; /* joined without a position for those who waited */
+            chat_list_foreach(pos, &room->members)
+            {
+                gw_member_t *m = chat_container_of(pos, gw_member_t, room_link);
+                if (m->state == GW_MEMBER_WAITING)
+                    member_unpositioned(m);
+            }
+        }
         if (room->refill && room->read_started == 0 && room->hstate != GW_HIST_NEW)
             room_read(chat, room);
+    }
 }
 
 void gw__history_init(gw_chat_t *chat)

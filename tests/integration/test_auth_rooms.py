@@ -30,6 +30,9 @@ def keyed(factory, keys, *extra):
 
 def check_chat(f, room, user, text, name=None):
     want = {"type", "room", "id", "user", "text", "ts"} | ({"name"} if name else set())
+    if "seq" in f or "epoch" in f:  # history on (the default)
+        wsclient.check_position(f)
+        want |= {"seq", "epoch"}
     assert set(f) == want, f"chat fields {sorted(f)}, expected {sorted(want)}: {f}"
     assert f["type"] == "chat" and f["room"] == room and f["user"] == user and f["text"] == text, f
     if name:

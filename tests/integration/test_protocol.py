@@ -119,7 +119,8 @@ def test_chat_reaches_every_member_and_no_one_else(gateway):
 
         ack, copy = await a.chat_confirmed("hello r1", room="r1")
         check_chat(copy, "r1", a.user, "hello r1")
-        assert set(ack) == {"type", "cid", "room", "id"}, ack
+        assert set(ack) == {"type", "cid", "room", "id", "seq"}, ack
+        assert ack["seq"] == copy["seq"], (ack, copy)
         assert ack["room"] == "r1"
         for x in (b, c):
             f = await x.recv()
@@ -179,7 +180,8 @@ def test_ack_matches_own_copy(gateway):
         chats = [f for f in got if f["type"] == "chat"]
         assert len(acks) == 1 and len(chats) == 1, got
         ack, copy = acks[0], chats[0]
-        assert ack == {"type": "ack", "cid": "c-1", "room": "r", "id": copy["id"]}
+        assert ack == {"type": "ack", "cid": "c-1", "room": "r", "id": copy["id"],
+                       "seq": copy["seq"]}
         check_chat(copy, "r", a.user, "hi")
         await a.assert_quiet()
         await a.close()
@@ -223,7 +225,8 @@ def test_client_cannot_impersonate(gateway):
             if g["type"] == "chat":
                 assert g["user"] == a.user and g["id"] == f["id"] and g["ts"] != 1
             else:
-                assert g == {"type": "ack", "cid": "c-x", "room": "r", "id": f["id"]}
+                assert g == {"type": "ack", "cid": "c-x", "room": "r", "id": f["id"],
+                             "seq": f["seq"]}
         await close_all([a, b])
     run(body())
 
