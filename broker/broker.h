@@ -56,7 +56,7 @@ typedef struct broker_append_result {
     int status;         /* 0, or CHAT_EBROKER (then nothing else is set) */
     uint64_t receivers; /* as for on_published; 0 for a duplicate */
     uint64_t seq;       /* the message's seq (a duplicate: the original's) */
-    chat_str_t epoch;   /* the topic's epoch (borrowed) */
+    chat_str_t epoch;   /* the topic's epoch (a duplicate: the original's; borrowed) */
     int duplicate;      /* 1: the key was seen within the window; nothing was stored or sent */
     chat_str_t receipt; /* duplicate: the original's receipt (borrowed); else CHAT_STR_NULL */
 } broker_append_result_t;
@@ -105,12 +105,14 @@ typedef struct broker_handlers {
 
 typedef struct broker_config {
     const char *url;     /* NULL, "" or "memory://": the in-memory broker; else a Redis URL */
-    const char *prefix;  /* Redis channel prefix ("chat:") */
+    const char *prefix;  /* Redis channel and key prefix ("chat:") */
     const char *node_id; /* names this node's canary channel and connections */
     uint64_t timeout_ms; /* Redis connect and command timeout */
     size_t history_size; /* messages kept per topic (0: no history; at most BROKER_HISTORY_MAX) */
-    uint64_t history_ttl_ms;   /* a topic's history lives this long after its last append */
-    uint64_t dedupe_window_ms; /* how long an append's idempotency key is remembered */
+    uint64_t history_ttl_ms;   /* a topic's history lives this long after its last append (0:
+                                * for ever) */
+    uint64_t dedupe_window_ms; /* how long an append's idempotency key is remembered (0: keys
+                                * are ignored) */
 } broker_config_t;
 
 /* Checks a broker URL without opening anything. Returns 0, or CHAT_EINVAL with a static reason
@@ -129,12 +131,14 @@ int broker_unsubscribe(broker_t *b, chat_str_t topic);
  * CHAT_EBROKER (no callback will run). */
 int broker_publish(broker_t *b, chat_str_t topic, chat_str_t data, uint64_t tag);
 /* Stores m in topic's history and publishes it, in one atomic step (see the contract at the top).
- * Returns 0 (on_appended(tag) follows when tag != 0), CHAT_EINVAL (history is off, or a key or
- * receipt too long: no callback) or CHAT_EBROKER (no callback). */
+ * m is copied. Returns 0 (on_appended(tag) follows when tag != 0, exactly once, in the order of
+ * publications and appends: status CHAT_EBROKER when it failed later), CHAT_EINVAL (history is
+ * off, or a key or receipt too long: no callback) or CHAT_EBROKER (no callback). */
 int broker_append(broker_t *b, chat_str_t topic, const broker_append_t *m, uint64_t tag);
 /* Reads topic's seq, epoch and the stored messages q selects. Returns 0 (on_history(tag)
- * follows, never synchronously), CHAT_EINVAL (history is off, or q->limit > history_size) or
- * CHAT_EBROKER (the broker is down; no callback). */
+ * follows, never synchronously, exactly once: status CHAT_EBROKER when the read failed later),
+ * CHAT_EINVAL (history is off, or q->limit > history_size) or CHAT_EBROKER (the broker is down;
+ * no callback). Reads are not ordered with publications and appends. */
 int broker_history(broker_t *b, chat_str_t topic, const broker_history_query_t *q, uint64_t tag);
 /* 1 while the broker can take publications. */
 int broker_is_up(const broker_t *b);
@@ -142,7 +146,7 @@ typedef struct broker_stats {
     uint64_t reconnects;     /* times the link came back after being down */
     uint64_t published;      /* publications the broker accepted (or took, without a tag) */
     uint64_t received;       /* messages handed to on_message */
-    uint64_t publish_errors; /* publications refused at once or failed later */
+    uint64_t publish_errors; /* publications and appends refused at once or failed later */
     uint64_t appended;       /* appends stored (duplicates not counted) */
     uint64_t duplicates;     /* appends answered from their idempotency key */
     uint64_t history_reads;  /* broker_history() calls answered with status 0 */

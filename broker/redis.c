@@ -14,7 +14,15 @@
  *   While the publisher link is down no canary can be sent, so the subscription counts as
  *   unverified from then on: a stalled Redis that timed the publisher out before any canary was
  *   in flight gets its subscriber connection rebuilt as well, CANARY_LATE_MS later.
- * - The broker is "up" (on_link, broker_is_up) while both links are ready and the canary is fresh. */
+ * - The broker is "up" (on_link, broker_is_up) while both links are ready and the canary is fresh.
+ * - on_subscribed(topic) runs from the subscribe confirmation of a wanted room channel on the
+ *   subscriber link (from then on Redis delivers its messages): after SUBSCRIBE, and after every
+ *   reconnect's batch resubscribe.
+ * - History (history_size > 0; redis_history.c): appends and reads run the Lua scripts of
+ *   redis_scripts.c with EVALSHA on the publisher link, SCRIPT LOADed first on every connection.
+ *   Replies on that link come in order, so a FIFO of pending ops (broker__redis_op_t) says what
+ *   each one answers: a publish, an append, a read or a SCRIPT LOAD. A failed link answers each
+ *   pending op once, in order. */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -27,7 +35,7 @@
 #include "err.h"
 #include "log.h"
 #include "map.h"
-#include "redis_link.h"
+#include "redis_impl.h"
 #include "redis_url.h"
 
 #define CANARY_EVERY_MS     1000
@@ -36,24 +44,70 @@
 #define BACKOFF_MIN_MS      500
 #define BACKOFF_MAX_MS      10000
 
-typedef struct redis_broker {
-    struct broker base;
-    uv_loop_t *loop;
-    redis_link_t *pub, *sub;
-    chat_map_t wanted; /* topic -> (void *)1 */
-    chat_buf_t chan;   /* scratch: a channel name */
-    char *prefix;
-    size_t prefix_len;
-    char *canary; /* <prefix>node:<node id> */
-    uv_timer_t canary_timer;
-    uint64_t canary_sent, canary_seen; /* sequence numbers */
-    uint64_t canary_waiting_since;     /* uv_now() since the subscription is unverified (the
-                                        * oldest canary not seen, or the publisher going down
-                                        * with none in flight), 0 while verified */
-    int canary_ok;
-    int up, was_up;
-    int closed;
-} redis_broker_t;
+/* ---- the publisher link's FIFO of ops ------------------------------------------------------ */
+
+static void ops_push(broker__redis_ops_t *q, broker__redis_op_t op)
+{
+    if (q->n == q->cap) { /* grow, unwrapping the ring */
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        broker__redis_op_t *v = chat_xmalloc(cap * sizeof(*v));
+        for (size_t i = 0; i < q->n; i++)
+            v[i] = q->v[(q->head + i) % q->cap];
+        free(q->v);
+        q->v = v;
+        q->cap = cap;
+        q->head = 0;
+    }
+    q->v[(q->head + q->n) % q->cap] = op;
+    q->n++;
+}
+
+static int ops_pop(broker__redis_ops_t *q, broker__redis_op_t *out)
+{
+    if (q->n == 0)
+        return 0;
+    *out = q->v[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    return 1;
+}
+
+static void ops_free(broker__redis_ops_t *q)
+{
+    broker__redis_op_t op;
+    while (ops_pop(q, &op))
+        free(op.read);
+    free(q->v);
+    q->v = NULL;
+    q->cap = 0;
+}
+
+int broker__redis_command(redis_broker_t *b, redis_op_kind_t kind, uint64_t tag,
+                          broker__redis_read_t *read, int argc, const char **argv,
+                          const size_t *lens)
+{
+    if (redis_link_command(b->pub, argc, argv, lens, tag) != 0) {
+        free(read);
+        return CHAT_EBROKER;
+    }
+    ops_push(&b->ops, (broker__redis_op_t){kind, tag, read});
+    return 0;
+}
+
+void broker__redis_warn(redis_broker_t *b, const char *reason, chat_str_t detail)
+{
+    uint64_t now = uv_now(b->loop);
+    if (b->last_warn != 0 && now - b->last_warn < 1000) {
+        b->warns_dropped++;
+        return;
+    }
+    if (detail.len > 200)
+        detail.len = 200;
+    CHAT_LOG(CHAT_LOG_WARN, "redis reply refused", CHAT_KV_C("reason", reason),
+             CHAT_KV_S("detail", detail), CHAT_KV_N("dropped", b->warns_dropped));
+    b->last_warn = now ? now : 1;
+    b->warns_dropped = 0;
+}
 
 static void update_up(redis_broker_t *b)
 {
@@ -134,7 +188,10 @@ static void resubscribe_all(redis_broker_t *b)
 
 static void on_pub_ready(void *ctx)
 {
-    update_up(ctx);
+    redis_broker_t *b = ctx;
+    if (b->base.history_size > 0) /* before anything else can be sent on this connection */
+        broker__redis_history_load_scripts(b);
+    update_up(b);
 }
 
 static void on_pub_down(void *ctx, const char *why)
@@ -145,10 +202,9 @@ static void on_pub_down(void *ctx, const char *why)
     update_up(b);
 }
 
-static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
+static void publish_reply(redis_broker_t *b, uint64_t tag, redisReply *r)
 {
-    redis_broker_t *b = ctx;
-    if (tag == 0 || b->closed)
+    if (tag == 0)
         return;
     int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
     if (!ok) {
@@ -157,6 +213,37 @@ static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
     }
     b->base.h.on_published(b->base.h.ctx, tag, ok ? 0 : CHAT_EBROKER,
                            ok && r->integer > 0 ? (uint64_t)r->integer : 0);
+}
+
+static void on_pub_reply(void *ctx, uint64_t tag, redisReply *r)
+{
+    redis_broker_t *b = ctx;
+    broker__redis_op_t op;
+    if (b->closed)
+        return;
+    if (!ops_pop(&b->ops, &op)) { /* cannot happen: one reply per command, in order */
+        broker__redis_warn(b, "reply without a pending op", CHAT_STR_NULL);
+        return;
+    }
+    if (op.tag != tag) { /* likewise */
+        broker__redis_warn(b, "reply for another op", CHAT_STR_NULL);
+        free(op.read);
+        return;
+    }
+    switch (op.kind) {
+    case OP_PUBLISH:
+        publish_reply(b, tag, r);
+        return;
+    case OP_APPEND:
+        broker__redis_history_append_reply(b, tag, r);
+        return;
+    case OP_READ:
+        broker__redis_history_read_reply(b, op.read, tag, r);
+        return;
+    case OP_LOAD:
+        broker__redis_history_load_reply(b, tag, r);
+        return;
+    }
 }
 
 static void on_sub_ready(void *ctx)
@@ -187,24 +274,39 @@ static void on_canary(redis_broker_t *b, redisReply *payload)
     update_up(b);
 }
 
+/* The topic of a room channel <prefix>room:<topic>; 0 for any other channel. */
+static int room_topic(const redis_broker_t *b, chat_str_t ch, chat_str_t *topic)
+{
+    if (ch.len <= b->prefix_len + 5 || memcmp(ch.p, b->prefix, b->prefix_len) != 0 ||
+        memcmp(ch.p + b->prefix_len, "room:", 5) != 0)
+        return 0;
+    *topic = chat_str(ch.p + b->prefix_len + 5, ch.len - b->prefix_len - 5);
+    return 1;
+}
+
 static void on_sub_push(void *ctx, redisReply *r)
 {
     redis_broker_t *b = ctx;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING)
         return;
-    if (strcmp(r->element[0]->str, "message") != 0 || r->element[1]->type != REDIS_REPLY_STRING ||
-        r->element[2]->type != REDIS_REPLY_STRING)
-        return; /* subscribe / unsubscribe confirmations */
-    chat_str_t ch = chat_str(r->element[1]->str, r->element[1]->len);
+    if (r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    chat_str_t kind = chat_str(r->element[0]->str, r->element[0]->len);
+    chat_str_t ch = chat_str(r->element[1]->str, r->element[1]->len), topic;
+    if (chat_str_eq(kind, CHAT_LIT("subscribe"))) { /* a channel's confirmation */
+        if (r->element[2]->type == REDIS_REPLY_INTEGER && room_topic(b, ch, &topic) &&
+            chat_map_get(&b->wanted, topic) != NULL && b->base.h.on_subscribed != NULL)
+            b->base.h.on_subscribed(b->base.h.ctx, topic);
+        return;
+    }
+    if (!chat_str_eq(kind, CHAT_LIT("message")) || r->element[2]->type != REDIS_REPLY_STRING)
+        return; /* unsubscribe confirmations */
     if (chat_str_eq(ch, chat_cstr(b->canary))) {
         on_canary(b, r->element[2]);
         return;
     }
-    if (ch.len <= b->prefix_len + 5 || memcmp(ch.p, b->prefix, b->prefix_len) != 0 ||
-        memcmp(ch.p + b->prefix_len, "room:", 5) != 0)
-        return;
-    chat_str_t topic = chat_str(ch.p + b->prefix_len + 5, ch.len - b->prefix_len - 5);
-    if (chat_map_get(&b->wanted, topic) != NULL && ++b->base.stats.received)
+    if (room_topic(b, ch, &topic) && chat_map_get(&b->wanted, topic) != NULL &&
+        ++b->base.stats.received)
         b->base.h.on_message(b->base.h.ctx, topic,
                              chat_str(r->element[2]->str, r->element[2]->len));
 }
@@ -232,7 +334,7 @@ static void on_canary_timer(uv_timer_t *t)
     snprintf(seq, sizeof(seq), "%" PRIu64, b->canary_sent + 1);
     const char *argv[3] = {"PUBLISH", b->canary, seq};
     size_t lens[3] = {7, strlen(b->canary), strlen(seq)};
-    if (redis_link_command(b->pub, 3, argv, lens, 0) != 0)
+    if (broker__redis_command(b, OP_PUBLISH, 0, NULL, 3, argv, lens) != 0)
         return;
     b->canary_sent++;
     if (b->canary_waiting_since == 0)
@@ -247,9 +349,12 @@ static int redis_open(uv_loop_t *loop, const broker_config_t *cfg, const broker_
     if (redis_url_parse(cfg->url, &url, why) != 0)
         return CHAT_EINVAL;
     redis_broker_t *b = chat_xcalloc(1, sizeof(*b));
-    b->base.ops = &broker_redis_ops;
-    b->base.h = *h;
+    broker__init(&b->base, &broker_redis_ops, cfg, h);
     b->loop = loop;
+    if (b->base.history_size > 0 && broker__redis_history_open(b, why) != 0) {
+        free(b);
+        return CHAT_EINVAL;
+    }
     chat_map_init(&b->wanted);
     b->prefix = chat_xstrndup(cfg->prefix, strlen(cfg->prefix));
     b->prefix_len = strlen(cfg->prefix);
@@ -308,7 +413,7 @@ static int redis_publish(broker_t *base, chat_str_t topic, chat_str_t data, uint
     chat_str_t ch = room_channel(b, topic);
     const char *argv[3] = {"PUBLISH", ch.p, data.p};
     size_t lens[3] = {7, ch.len, data.len};
-    return redis_link_command(b->pub, 3, argv, lens, tag) == 0 ? 0 : CHAT_EBROKER;
+    return broker__redis_command(b, OP_PUBLISH, tag, NULL, 3, argv, lens);
 }
 
 static int redis_is_up(const broker_t *base)
@@ -322,6 +427,8 @@ static void on_canary_timer_closed(uv_handle_t *h)
     redis_broker_t *b = h->data;
     chat_map_dispose(&b->wanted);
     chat_buf_free(&b->chan);
+    ops_free(&b->ops);
+    broker__redis_history_free(b);
     free(b->prefix);
     free(b->canary);
     free(b);
@@ -342,6 +449,8 @@ const broker_ops_t broker_redis_ops = {
     .subscribe = redis_subscribe,
     .unsubscribe = redis_unsubscribe,
     .publish = redis_publish,
+    .append = broker__redis_history_append,
+    .history = broker__redis_history_read,
     .is_up = redis_is_up,
     .close = redis_close,
 };

@@ -11,6 +11,16 @@
  * afterwards (also when called from a handler) and frees everything (uv_loop_close() == 0, and
  * ASan's leak check).
  *
+ * History (a broker opened with history_size 20): appends get seq 1..n in order and what is
+ * delivered carries the seq and epoch where the parts say; on_appended (per tag, in order) and
+ * on_published complete in one order; reads with after / before / limit (oldest first, exclusive
+ * bounds, the limit honoured, an empty topic: seq 0 and an epoch stable across reads and kept by
+ * the first append); the last history_size messages kept; a short history_ttl_ms: a new epoch
+ * and seq from 1 again; idempotency keys: a duplicate gets the original's seq, epoch and receipt
+ * and nothing is published, a new message once the window passed; on_subscribed after subscribe
+ * (never synchronously, once per subscribe that added the topic); history off: CHAT_EINVAL;
+ * close drops pending appends and reads without callbacks.
+ *
  * What "has taken effect" means differs (a Redis SUBSCRIBE travels on its own connection), so the
  * cases never sleep: settle() subscribes a fresh barrier topic and publishes probes to it until
  * one comes back. One subscriber connection and one publisher connection, each in order (or the
@@ -29,6 +39,7 @@
 
 #include "broker.h"
 #include "broker_rec.h"
+#include "names.h"
 #include "err.h"
 #include "list.h"
 #include "redis_server.h"
@@ -38,11 +49,16 @@
 
 typedef struct backend {
     const char *name;
-    int redis; /* 0: memory:// */
+    int redis;   /* 0: memory:// */
+    int history; /* opened with history on (HISTORY_SIZE) */
 } backend_t;
 
-static const backend_t memory_backend = {"memory", 0};
-static const backend_t redis_backend = {"redis", 1};
+static const backend_t memory_backend = {"memory", 0, 0};
+static const backend_t redis_backend = {"redis", 1, 0};
+static const backend_t memory_history_backend = {"memory", 0, 1};
+static const backend_t redis_history_backend = {"redis", 1, 1};
+
+#define HISTORY_SIZE 20
 
 /* ---- fixture: a loop, a broker and a recorder ------------------------------------------- */
 
@@ -57,6 +73,9 @@ typedef struct fixture {
     unsigned barrier_no;        /* settle(): the current barrier topic */
     size_t barrier_seen;        /* probes of the current barrier topic received */
     size_t want_msgs, want_pub; /* for the run_until() predicates */
+    size_t want_app, want_reads, want_subs;
+    size_t history_size; /* what open_broker() opens with */
+    uint64_t history_ttl_ms, dedupe_window_ms;
 } fixture_t;
 
 static void barrier_name(const fixture_t *f, char *out, size_t cap)
@@ -153,7 +172,10 @@ static int open_broker(fixture_t *f, const broker_handlers_t *h, broker_t **out)
     broker_config_t cfg = {.url = f->be->redis ? f->redis.url : "memory://",
                            .prefix = "chat:",
                            .node_id = "t",
-                           .timeout_ms = 2000};
+                           .timeout_ms = 2000,
+                           .history_size = f->history_size,
+                           .history_ttl_ms = f->history_ttl_ms,
+                           .dedupe_window_ms = f->dedupe_window_ms};
     const char *why = NULL;
     int rc = broker_open(&f->r.loop, &cfg, h, out, &why);
     if (rc == 0)
@@ -175,8 +197,7 @@ static int teardown(void **state)
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    broker_handlers_t h = {.on_message = test_broker_rec_message,
-                          .on_published = test_broker_rec_published};
+    broker_handlers_t h;
     const char *problem = NULL;
 
     if (f == NULL || uv_loop_init(&f->r.loop) != 0) {
@@ -186,7 +207,12 @@ static int setup(void **state)
     f->be = *state;
     *state = f;
     f->r.ignore = barrier_ignore;
-    h.ctx = &f->r;
+    h = test_broker_rec_handlers(&f->r);
+    if (f->be->history) {
+        f->history_size = HISTORY_SIZE;
+        f->history_ttl_ms = 60000;
+        f->dedupe_window_ms = 60000;
+    }
     if (f->be->redis && test_redis_start(&f->redis) != 0)
         problem = "cannot start redis-server (is it installed?)";
     else if (open_broker(f, &h, &f->r.b) != 0)
@@ -650,6 +676,524 @@ static void test_close_with_subscriptions_frees_everything(void **state)
     finish(f); /* ASan's leak check fails the run if the topic map or the broker leaks */
 }
 
+/* ---- history ---------------------------------------------------------------------------- */
+
+#define P0 "{\"seq\":"
+#define P1 ",\"epoch\":\""
+
+static int never(fixture_t *f)
+{
+    return 0;
+}
+
+/* Runs the loop for ms, whatever happens. */
+static void run_for(fixture_t *f, uint64_t ms)
+{
+    run_until(f, never, ms);
+}
+
+static int got_app(fixture_t *f)
+{
+    return f->r.napp >= f->want_app;
+}
+
+static int got_reads(fixture_t *f)
+{
+    return f->r.nread >= f->want_reads;
+}
+
+static int got_subs(fixture_t *f)
+{
+    return f->r.nsubs >= f->want_subs;
+}
+
+/* Runs the loop until n append results in all arrived (bounded 10 s). */
+static void wait_app(fixture_t *f, size_t n)
+{
+    f->want_app = n;
+    if (!run_until(f, got_app, 10000))
+        fail_msg("%s: %zu/%zu append results within 10 s", f->be->name, f->r.napp, n);
+}
+
+/* Runs the loop until n history answers in all arrived (bounded 10 s). */
+static void wait_reads(fixture_t *f, size_t n)
+{
+    f->want_reads = n;
+    if (!run_until(f, got_reads, 10000))
+        fail_msg("%s: %zu/%zu history answers within 10 s", f->be->name, f->r.nread, n);
+}
+
+/* Appends {"seq":<seq>,"epoch":"<epoch>","text":"<text>"} to topic (asserting 0). */
+static void append_text(fixture_t *f, const char *topic, const char *text, const char *key,
+                        const char *receipt, uint64_t tag)
+{
+    char p2[128];
+    snprintf(p2, sizeof(p2), "\",\"text\":\"%s\"}", text);
+    assert_int_equal(test_broker_rec_append(&f->r, topic, P0, P1, p2, key, receipt, tag), 0);
+}
+
+/* What append_text's message is once it has seq and epoch. */
+static void expected_text(char *out, size_t cap, uint64_t seq, const char *epoch, const char *text)
+{
+    snprintf(out, cap, P0 "%llu" P1 "%s\",\"text\":\"%s\"}", (unsigned long long)seq, epoch, text);
+}
+
+/* Reads topic (asserting 0) and waits for the answer; returns it. */
+static const test_read_rec_t *read_history(fixture_t *f, const char *topic, int has_after,
+                                           uint64_t after, uint64_t before, size_t limit)
+{
+    size_t n = f->r.nread;
+    assert_int_equal(test_broker_rec_read(&f->r, topic, has_after, after, before, limit, 77), 0);
+    assert_int_equal(f->r.nread, n); /* never synchronously */
+    wait_reads(f, n + 1);
+    const test_read_rec_t *r = &f->r.reads[n];
+    assert_true(r->tag == 77);
+    assert_int_equal(r->status, 0);
+    assert_true(chat_epoch_valid(chat_cstr(r->epoch)));
+    assert_true(r->n <= limit);
+    for (size_t i = 1; i < r->n; i++)
+        assert_true(r->seqs[i] > r->seqs[i - 1]);
+    return r;
+}
+
+/* Asserts the read returned exactly the seqs first..last (last < first: none). */
+static void assert_seqs(const test_read_rec_t *r, uint64_t first, uint64_t last)
+{
+    size_t want = last >= first ? (size_t)(last - first + 1) : 0;
+    if (r->n != want)
+        fail_msg("read returned %zu entries, expected %zu (%llu..%llu)", r->n, want,
+                 (unsigned long long)first, (unsigned long long)last);
+    for (size_t i = 0; i < want; i++)
+        assert_true(r->seqs[i] == first + i);
+}
+
+/* Closes the broker and opens another one with this history configuration (up within 5 s). */
+static void reopen(fixture_t *f, size_t size, uint64_t ttl_ms, uint64_t dedupe_ms)
+{
+    broker_handlers_t h = test_broker_rec_handlers(&f->r);
+    broker_close(f->r.b); /* its handles close while the loop runs */
+    f->history_size = size;
+    f->history_ttl_ms = ttl_ms;
+    f->dedupe_window_ms = dedupe_ms;
+    assert_int_equal(open_broker(f, &h, &f->r.b), 0);
+    if (!run_until(f, is_up, UP_WITHIN_MS))
+        fail_msg("%s: the reopened broker is not up within 5 s", f->be->name);
+}
+
+static void test_append_assigns_seq_and_publishes_it(void **state)
+{
+    fixture_t *f = *state;
+    char text[16], want[256];
+
+    subscribe(f, "room");
+    settle(f);
+    for (uint64_t i = 1; i <= 30; i++) {
+        snprintf(text, sizeof(text), "m%llu", (unsigned long long)i);
+        append_text(f, "room", text, NULL, NULL, i);
+    }
+    assert_int_equal(f->r.napp, 0); /* never synchronously */
+    assert_int_equal(f->r.nmsgs, 0);
+    wait_app(f, 30);
+    wait_for(f, 30, 0);
+    settle(f);
+    assert_int_equal(f->r.sync_calls, 0);
+    assert_int_equal(f->r.napp, 30);
+    assert_int_equal(f->r.nmsgs, 30);
+    const char *epoch = f->r.app[0].epoch;
+    assert_true(chat_epoch_valid(chat_cstr(epoch)));
+    for (uint64_t i = 1; i <= 30; i++) {
+        const test_append_rec_t *a = &f->r.app[i - 1];
+        assert_true(a->tag == i);
+        assert_int_equal(a->status, 0);
+        assert_true(a->seq == i);
+        assert_string_equal(a->epoch, epoch);
+        assert_int_equal(a->duplicate, 0);
+        assert_int_equal(a->has_receipt, 0);
+        assert_true(a->receivers == 1); /* this node subscribes the topic */
+        snprintf(text, sizeof(text), "m%llu", (unsigned long long)i);
+        expected_text(want, sizeof(want), i, epoch, text);
+        assert_msg(f, (size_t)(i - 1), "room", want);
+    }
+    broker_stats_t st;
+    broker_get_stats(f->r.b, &st);
+    assert_true(st.appended == 30);
+    assert_true(st.duplicates == 0);
+    finish(f);
+}
+
+static void test_append_parts_may_be_empty_or_binary(void **state)
+{
+    fixture_t *f = *state;
+    static const char bin[] = {'x', '\0', '\xff'};
+    broker_append_t m = {.parts = {CHAT_STR_NULL, chat_str(bin, 3), CHAT_LIT("")}};
+
+    subscribe(f, "room");
+    settle(f);
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 1), 0);
+    wait_app(f, 1);
+    wait_for(f, 1, 0);
+    const char *epoch = f->r.app[0].epoch;
+    size_t elen = strlen(epoch);
+    assert_int_equal(f->r.msgs[0].data_len, 1 + 3 + elen); /* "1" bin epoch */
+    assert_memory_equal(f->r.msgs[0].data, "1", 1);
+    assert_memory_equal(f->r.msgs[0].data + 1, bin, 3);
+    assert_memory_equal(f->r.msgs[0].data + 4, epoch, elen);
+    finish(f);
+}
+
+static void test_appends_and_publishes_complete_in_one_order(void **state)
+{
+    fixture_t *f = *state;
+    /* p: publish, a: append; tag 0 completes silently */
+    static const char kinds[] = "papaapaaappa";
+    static const uint64_t tags[] = {1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12};
+    const size_t n = sizeof(tags) / sizeof(tags[0]);
+    size_t want = 0;
+
+    subscribe(f, "room");
+    settle(f);
+    for (size_t i = 0; i < n; i++) {
+        char text[8];
+        snprintf(text, sizeof(text), "%zu", i);
+        if (kinds[i] == 'p')
+            assert_int_equal(publish(f, "room", text, tags[i]), 0);
+        else
+            append_text(f, "room", text, NULL, NULL, tags[i]);
+        want += tags[i] != 0;
+    }
+    wait_for(f, n, 0);
+    f->want_app = 0;
+    for (int i = 0; i < 1000 && f->r.ndone < want; i++)
+        run_until(f, got_app, 10);
+    settle(f);
+    assert_int_equal(f->r.ndone, want);
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tags[i] == 0)
+            continue;
+        assert_true(f->r.done_tags[j] == tags[i]);
+        assert_int_equal(f->r.done_kind[j], kinds[i]);
+        j++;
+    }
+    /* and delivery in the same order, the appends carrying seq 1, 2, ... */
+    uint64_t seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        char text[8], data[128];
+        snprintf(text, sizeof(text), "%zu", i);
+        if (kinds[i] == 'p') {
+            assert_msg(f, i, "room", text);
+            continue;
+        }
+        expected_text(data, sizeof(data), ++seq, f->r.app[0].epoch, text);
+        assert_msg(f, i, "room", data);
+    }
+    finish(f);
+}
+
+static void test_history_reads_after_before_limit(void **state)
+{
+    fixture_t *f = *state;
+    const test_read_rec_t *r;
+    char want[256];
+
+    for (int i = 1; i <= 10; i++) {
+        char text[8];
+        snprintf(text, sizeof(text), "m%d", i);
+        append_text(f, "h", text, NULL, NULL, (uint64_t)i);
+    }
+    wait_app(f, 10);
+    const char *epoch = f->r.app[0].epoch;
+    r = read_history(f, "h", 0, 0, 0, 0); /* limit 0: seq and epoch only */
+    assert_true(r->seq == 10);
+    assert_string_equal(r->epoch, epoch);
+    assert_int_equal(r->n, 0);
+    r = read_history(f, "h", 0, 0, 0, 3); /* the newest 3, oldest first */
+    assert_seqs(r, 8, 10);
+    expected_text(want, sizeof(want), 8, epoch, "m8");
+    assert_string_equal(r->data[0], want); /* exactly as delivered */
+    r = read_history(f, "h", 0, 0, 5, 3);  /* below 5 (exclusive) */
+    assert_seqs(r, 2, 4);
+    r = read_history(f, "h", 0, 0, 3, 10);
+    assert_seqs(r, 1, 2);
+    r = read_history(f, "h", 0, 0, 1, 10);
+    assert_seqs(r, 1, 0);
+    r = read_history(f, "h", 0, 0, 1000, 4);
+    assert_seqs(r, 7, 10);
+    r = read_history(f, "h", 1, 7, 0, 10); /* above 7 (exclusive) */
+    assert_seqs(r, 8, 10);
+    r = read_history(f, "h", 1, 2, 0, 3); /* the OLDEST 3 above 2 */
+    assert_seqs(r, 3, 5);
+    r = read_history(f, "h", 1, 0, 0, HISTORY_SIZE);
+    assert_seqs(r, 1, 10);
+    expected_text(want, sizeof(want), 10, epoch, "m10");
+    assert_string_equal(r->data[9], want);
+    r = read_history(f, "h", 1, 10, 0, 5);
+    assert_seqs(r, 1, 0);
+    r = read_history(f, "h", 1, UINT64_MAX, 0, 5);
+    assert_seqs(r, 1, 0);
+    r = read_history(f, "h", 0, 0, UINT64_MAX, 2);
+    assert_seqs(r, 9, 10);
+    assert_true(r->seq == 10);
+    r = read_history(f, "other", 1, 0, 0, 5); /* topics are apart */
+    assert_true(r->seq == 0);
+    assert_int_equal(r->n, 0);
+    assert_int_equal(f->r.sync_calls, 0);
+    broker_stats_t st;
+    broker_get_stats(f->r.b, &st);
+    assert_true(st.history_reads == f->r.nread);
+    finish(f);
+}
+
+static void test_history_empty_topic_has_a_stable_epoch(void **state)
+{
+    fixture_t *f = *state;
+    char epoch[BROKER_EPOCH_MAX + 1];
+
+    const test_read_rec_t *r = read_history(f, "empty", 0, 0, 0, 10);
+    assert_true(r->seq == 0);
+    assert_int_equal(r->n, 0);
+    assert_true(strlen(r->epoch) > 0);
+    snprintf(epoch, sizeof(epoch), "%s", r->epoch);
+    r = read_history(f, "empty", 1, 0, 0, 10);
+    assert_true(r->seq == 0);
+    assert_string_equal(r->epoch, epoch); /* not a new one per read */
+    append_text(f, "empty", "first", NULL, NULL, 1);
+    wait_app(f, 1);
+    assert_true(f->r.app[0].seq == 1);
+    assert_string_equal(f->r.app[0].epoch, epoch); /* the read's epoch, kept */
+    r = read_history(f, "empty2", 0, 0, 0, 0);
+    assert_string_not_equal(r->epoch, epoch); /* each topic its own */
+    finish(f);
+}
+
+static void test_history_keeps_the_last_history_size(void **state)
+{
+    fixture_t *f = *state;
+
+    for (uint64_t i = 1; i <= 3 * HISTORY_SIZE; i++)
+        append_text(f, "k", "x", NULL, NULL, i);
+    wait_app(f, 3 * HISTORY_SIZE);
+    const test_read_rec_t *r = read_history(f, "k", 0, 0, 0, HISTORY_SIZE);
+    assert_true(r->seq == 3 * HISTORY_SIZE);
+    assert_seqs(r, 2 * HISTORY_SIZE + 1, 3 * HISTORY_SIZE);
+    r = read_history(f, "k", 1, 2 * HISTORY_SIZE, 0, HISTORY_SIZE);
+    assert_seqs(r, 2 * HISTORY_SIZE + 1, 3 * HISTORY_SIZE);
+    /* The oldest kept: Redis trims approximately (MAXLEN ~), so older ones may remain, but
+     * never more than limit come back, and they are consecutive. */
+    r = read_history(f, "k", 1, 0, 0, HISTORY_SIZE);
+    assert_int_equal(r->n, HISTORY_SIZE);
+    assert_true(r->seqs[0] >= 1 && r->seqs[0] <= 2 * HISTORY_SIZE + 1);
+    for (size_t i = 1; i < r->n; i++)
+        assert_true(r->seqs[i] == r->seqs[0] + i);
+    assert_int_equal(test_broker_rec_read(&f->r, "k", 0, 0, 0, HISTORY_SIZE + 1, 1), CHAT_EINVAL);
+    finish(f);
+}
+
+static void test_history_ttl_starts_a_new_epoch(void **state)
+{
+    fixture_t *f = *state;
+    char epoch[BROKER_EPOCH_MAX + 1];
+
+    reopen(f, HISTORY_SIZE, 300, 60000);
+    append_text(f, "ttl", "a", NULL, NULL, 1);
+    append_text(f, "ttl", "b", NULL, NULL, 2);
+    wait_app(f, 2);
+    assert_true(f->r.app[1].seq == 2);
+    snprintf(epoch, sizeof(epoch), "%s", f->r.app[1].epoch);
+    run_for(f, 150);
+    append_text(f, "ttl", "c", NULL, NULL, 3); /* an append renews the TTL */
+    wait_app(f, 3);
+    assert_true(f->r.app[2].seq == 3);
+    run_for(f, 200); /* 350 ms after the first append, 200 after the last */
+    const test_read_rec_t *r = read_history(f, "ttl", 0, 0, 0, 10);
+    assert_string_equal(r->epoch, epoch);
+    assert_seqs(r, 1, 3);
+    run_for(f, 400); /* reads do not renew it */
+    r = read_history(f, "ttl", 0, 0, 0, 10);
+    assert_string_not_equal(r->epoch, epoch); /* history lost: a new epoch, seq 0 */
+    assert_true(r->seq == 0);
+    assert_int_equal(r->n, 0);
+    append_text(f, "ttl", "d", NULL, NULL, 4);
+    wait_app(f, 4);
+    assert_true(f->r.app[3].seq == 1);
+    assert_string_equal(f->r.app[3].epoch, r->epoch);
+    finish(f);
+}
+
+static void test_dedupe_key_answers_the_original(void **state)
+{
+    fixture_t *f = *state;
+    char want[256];
+
+    reopen(f, HISTORY_SIZE, 60000, 400);
+    subscribe(f, "d");
+    settle(f);
+    append_text(f, "d", "one", "user:cid-1", "receipt-1", 1);
+    append_text(f, "d", "retry", "user:cid-1", "receipt-2", 2); /* in flight together */
+    append_text(f, "d", "two", "user:cid-2", "receipt-3", 3);
+    append_text(f, "d", "untagged", "user:cid-1", "receipt-4", 0); /* counted, no callback */
+    append_text(f, "d2", "x", "user:cid-1", "receipt-5", 4);       /* keys are per topic */
+    wait_app(f, 4);
+    settle(f);
+    const test_append_rec_t *a = f->r.app;
+    assert_true(a[0].seq == 1 && !a[0].duplicate && a[0].status == 0);
+    assert_true(a[1].tag == 2 && a[1].status == 0 && a[1].duplicate == 1);
+    assert_true(a[1].seq == 1);
+    assert_string_equal(a[1].epoch, a[0].epoch);
+    assert_int_equal(a[1].has_receipt, 1);
+    assert_string_equal(a[1].receipt, "receipt-1");
+    assert_true(a[1].receivers == 0);
+    assert_true(a[2].seq == 2 && !a[2].duplicate);
+    assert_true(a[3].tag == 4 && a[3].seq == 1 && !a[3].duplicate);
+    assert_int_equal(f->r.nmsgs, 2); /* the duplicate was not published */
+    expected_text(want, sizeof(want), 2, a[0].epoch, "two");
+    assert_msg(f, 1, "d", want);
+    const test_read_rec_t *r = read_history(f, "d", 1, 0, 0, 10);
+    assert_seqs(r, 1, 2); /* nor stored */
+    run_for(f, 600);      /* the window passed: a new message */
+    append_text(f, "d", "again", "user:cid-1", "receipt-6", 5);
+    wait_app(f, 5);
+    assert_true(f->r.app[4].seq == 3);
+    assert_int_equal(f->r.app[4].duplicate, 0);
+    wait_for(f, 3, 0);
+    broker_stats_t st;
+    broker_get_stats(f->r.b, &st);
+    assert_true(st.duplicates == 2);
+    assert_true(st.appended == 4);
+    finish(f);
+}
+
+static void test_on_subscribed_after_subscribe(void **state)
+{
+    fixture_t *f = *state;
+
+    subscribe(f, "room");
+    assert_int_equal(f->r.nsubs, 0); /* never synchronously */
+    f->want_subs = 1;
+    assert_true(run_until(f, got_subs, 5000));
+    assert_string_equal(f->r.subs[0], "room");
+    /* it has taken effect: a publication made now is delivered */
+    assert_int_equal(publish(f, "room", "after", 0), 0);
+    wait_for(f, 1, 0);
+    subscribe(f, "room"); /* adds nothing: no call */
+    subscribe(f, "second");
+    settle(f);
+    settle(f);
+    assert_int_equal(f->r.nsubs, 2);
+    assert_string_equal(f->r.subs[1], "second");
+    assert_int_equal(f->r.sync_calls, 0);
+    finish(f);
+}
+
+static void test_history_off_refuses_append_and_read(void **state)
+{
+    fixture_t *f = *state;
+    broker_append_t m = {.parts = {CHAT_LIT("a"), CHAT_LIT("b"), CHAT_LIT("c")}};
+    broker_history_query_t q = {.limit = 0};
+
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 1), CHAT_EINVAL);
+    assert_int_equal(broker_history(f->r.b, CHAT_LIT("room"), &q, 2), CHAT_EINVAL);
+    subscribe(f, "room"); /* the rest works as ever */
+    settle(f);
+    assert_int_equal(publish(f, "room", "x", 3), 0);
+    wait_for(f, 1, 1);
+    settle(f);
+    assert_int_equal(f->r.napp, 0);
+    assert_int_equal(f->r.nread, 0);
+    broker_stats_t st;
+    broker_get_stats(f->r.b, &st);
+    assert_true(st.appended == 0 && st.history_reads == 0 && st.script_loads == 0);
+    reopen(f, 1, 60000, 60000); /* the same calls with history on */
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 4), 0);
+    assert_int_equal(broker_history(f->r.b, CHAT_LIT("room"), &q, 5), 0);
+    wait_app(f, 1);
+    wait_reads(f, 1);
+    assert_int_equal(f->r.app[0].status, 0);
+    assert_int_equal(f->r.reads[0].status, 0);
+    finish(f);
+}
+
+static void test_append_refuses_long_key_and_receipt(void **state)
+{
+    fixture_t *f = *state;
+    static char key[BROKER_DEDUPE_KEY_MAX + 2], receipt[BROKER_RECEIPT_MAX + 2];
+    broker_append_t m = {.parts = {CHAT_LIT("a"), CHAT_LIT("b"), CHAT_LIT("c")}};
+
+    memset(key, 'k', sizeof(key) - 1);
+    memset(receipt, 'r', sizeof(receipt) - 1);
+    m.dedupe_key = chat_str(key, BROKER_DEDUPE_KEY_MAX + 1);
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 1), CHAT_EINVAL);
+    m.dedupe_key = chat_str(key, BROKER_DEDUPE_KEY_MAX);
+    m.receipt = chat_str(receipt, BROKER_RECEIPT_MAX + 1);
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 2), CHAT_EINVAL);
+    m.receipt = chat_str(receipt, BROKER_RECEIPT_MAX); /* the longest are fine */
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 3), 0);
+    assert_int_equal(broker_append(f->r.b, CHAT_LIT("room"), &m, 4), 0);
+    wait_app(f, 2);
+    assert_true(f->r.app[0].tag == 3 && f->r.app[0].status == 0 && !f->r.app[0].duplicate);
+    assert_true(f->r.app[1].tag == 4 && f->r.app[1].duplicate);
+    assert_int_equal(strlen(f->r.app[1].receipt), BROKER_RECEIPT_MAX);
+    finish(f);
+}
+
+static void test_append_and_read_while_down_return_ebroker(void **state)
+{
+    fixture_t *f = *state;
+
+    subscribe(f, "room");
+    settle(f);
+    go_down(f);
+    assert_int_equal(test_broker_rec_append(&f->r, "room", "a", "b", "c", NULL, NULL, 1),
+                     CHAT_EBROKER);
+    if (f->be->redis) /* memory: closed; Redis: the server is gone */
+        assert_int_equal(test_broker_rec_read(&f->r, "room", 0, 0, 0, 1, 2), CHAT_EBROKER);
+    finish(f);
+    assert_int_equal(f->r.napp, 0);
+    assert_int_equal(f->r.nread, 0);
+}
+
+static void test_close_drops_pending_appends_and_reads(void **state)
+{
+    fixture_t *f = *state;
+
+    subscribe(f, "room");
+    settle(f);
+    for (uint64_t t = 1; t <= 50; t++)
+        append_text(f, "room", "pending", t % 2 ? "key" : NULL, "receipt", t);
+    for (uint64_t t = 1; t <= 10; t++)
+        assert_int_equal(test_broker_rec_read(&f->r, "room", 0, 0, 0, 5, t), 0);
+    finish(f); /* ASan: nothing pending leaks */
+    assert_int_equal(f->r.napp, 0);
+    assert_int_equal(f->r.nread, 0);
+    assert_int_equal(f->r.nmsgs, 0);
+}
+
+static void close_on_read_hook(test_broker_rec_t *r, uint64_t tag)
+{
+    test_broker_rec_close(r);
+}
+
+static void test_close_from_on_history_runs_no_handler_afterwards(void **state)
+{
+    fixture_t *f = *state;
+
+    subscribe(f, "room");
+    settle(f);
+    append_text(f, "room", "stored", NULL, NULL, 1);
+    wait_app(f, 1);
+    wait_for(f, 1, 0);
+    f->r.on_read_hook = close_on_read_hook;
+    assert_int_equal(test_broker_rec_read(&f->r, "room", 0, 0, 0, 5, 1), 0);
+    append_text(f, "room", "after", NULL, NULL, 2);
+    assert_int_equal(test_broker_rec_read(&f->r, "room", 0, 0, 0, 5, 3), 0);
+    wait_reads(f, 1); /* the first answer closes the broker (with history stored: ASan) */
+    finish(f);
+    assert_int_equal(f->r.nread, 1);
+    assert_int_equal(f->r.reads[0].n, 1);
+    assert_int_equal(f->r.napp, 1);
+    assert_in_range(f->r.nmsgs, 1, 2); /* Redis: replies and messages come on two connections */
+}
+
 /* ---- the two runs ----------------------------------------------------------------------- */
 
 #define CONTRACT(X)                                                                                \
@@ -674,14 +1218,42 @@ static void test_close_with_subscriptions_frees_everything(void **state)
     X(test_close_reports_down_and_refuses_publish)                                                 \
     X(test_close_from_on_message_runs_no_handler_afterwards)                                       \
     X(test_close_from_on_published_runs_no_handler_afterwards)                                     \
-    X(test_close_with_subscriptions_frees_everything)
+    X(test_close_with_subscriptions_frees_everything)                                              \
+    X(test_history_off_refuses_append_and_read)
+
+/* Cases on a broker opened with history on. */
+#define HISTORY_CONTRACT(X)                                                                        \
+    X(test_append_assigns_seq_and_publishes_it)                                                    \
+    X(test_append_parts_may_be_empty_or_binary)                                                    \
+    X(test_appends_and_publishes_complete_in_one_order)                                            \
+    X(test_history_reads_after_before_limit)                                                       \
+    X(test_history_empty_topic_has_a_stable_epoch)                                                 \
+    X(test_history_keeps_the_last_history_size)                                                    \
+    X(test_history_ttl_starts_a_new_epoch)                                                         \
+    X(test_dedupe_key_answers_the_original)                                                        \
+    X(test_on_subscribed_after_subscribe)                                                          \
+    X(test_append_refuses_long_key_and_receipt)                                                    \
+    X(test_append_and_read_while_down_return_ebroker)                                              \
+    X(test_close_drops_pending_appends_and_reads)                                                  \
+    X(test_close_from_on_history_runs_no_handler_afterwards)                                       \
+    X(test_close_drops_pending_without_callbacks)                                                  \
+    X(test_completions_in_publish_order_once_per_tag)
 
 /* The backends are read-only; cmocka's initial_state is a plain void *. */
 #define ON_MEMORY(fn) {"memory: " #fn, fn, setup, teardown, (void *)&memory_backend},
 #define ON_REDIS(fn)  {"redis: " #fn, fn, setup, teardown, (void *)&redis_backend},
+#define ON_MEMORY_HISTORY(fn)                                                                      \
+    {"memory+history: " #fn, fn, setup, teardown, (void *)&memory_history_backend},
+#define ON_REDIS_HISTORY(fn)                                                                       \
+    {"redis+history: " #fn, fn, setup, teardown, (void *)&redis_history_backend},
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {CONTRACT(ON_MEMORY) CONTRACT(ON_REDIS)};
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        CONTRACT(ON_MEMORY) CONTRACT(ON_REDIS)
+        HISTORY_CONTRACT(ON_MEMORY_HISTORY) HISTORY_CONTRACT(ON_REDIS_HISTORY)
+    };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,11 @@
  * delivered on a later loop turn (each turn handles only what was queued before it, so endless
  * republishing cannot starve the loop), and a publication completes before it is delivered (a
  * close from on_published suppresses its delivery). Like libuv's own tests, every test ends with
- * uv_loop_close() == 0; ASan's leak check covers the frees. */
+ * uv_loop_close() == 0; ASan's leak check covers the frees.
+ *
+ * History: stored rooms do not keep the loop alive (the sweep timer is unreferenced); the store
+ * itself (memory_history.h): a ring of history_size that keeps the newest, and the sweep that
+ * frees expired rooms and keys without anyone touching them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,8 +21,10 @@
 #include <uv.h>
 
 #include "broker.h"
+#include "broker_impl.h"
 #include "broker_rec.h"
 #include "err.h"
+#include "memory_history.h"
 #include "str.h"
 
 /* ---- fixture: a loop, a broker and a recorder (support/broker_rec.h) ------------------- */
@@ -243,6 +249,157 @@ static void test_close_from_on_published_suppresses_delivery(void **state)
     assert_int_equal(uv_loop_init(&f->loop), 0);
 }
 
+/* ---- history ----------------------------------------------------------------------------- */
+
+static void test_history_does_not_keep_the_loop_alive(void **state)
+{
+    fixture_t *f = *state;
+    broker_handlers_t h = test_broker_rec_handlers(f);
+    broker_config_t cfg = {.url = "memory://",
+                           .prefix = "chat:",
+                           .node_id = "t",
+                           .timeout_ms = 2000,
+                           .history_size = 4,
+                           .history_ttl_ms = 3600000,
+                           .dedupe_window_ms = 3600000};
+    const char *why;
+
+    broker_close(f->b);
+    assert_int_equal(broker_open(&f->loop, &cfg, &h, &f->b, &why), 0);
+    assert_int_equal(broker_subscribe(f->b, CHAT_LIT("room")), 0);
+    assert_int_equal(test_broker_rec_append(f, "room", "a", "b", "c", "key", "r", 1), 0);
+    assert_int_equal(test_broker_rec_read(f, "room", 0, 0, 0, 4, 2), 0);
+    /* one run handles it all and returns: an hour's TTL and window are not work to wait for */
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->nsubs, 1);
+    assert_int_equal(f->napp, 1);
+    assert_int_equal(f->nread, 1);
+    assert_int_equal(f->nmsgs, 1);
+    assert_int_equal(f->reads[0].n, 1);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    finish(f);
+}
+
+/* The store on its own, on f's loop, for a broker header configured like this. */
+typedef struct store {
+    struct broker b;
+    broker__memory_history_t h;
+    int closed;
+} store_t;
+
+static void store_open(fixture_t *f, store_t *s, size_t size, uint64_t ttl, uint64_t window)
+{
+    broker_handlers_t h = {0};
+    broker_config_t cfg = {
+        .node_id = "t", .history_size = size, .history_ttl_ms = ttl, .dedupe_window_ms = window};
+    memset(s, 0, sizeof(*s));
+    broker__init(&s->b, &broker_memory_ops, &cfg, &h);
+    broker__memory_history_init(&s->h, &f->loop, &s->b);
+}
+
+static void on_store_closed(uv_handle_t *h)
+{
+    store_t *s = chat_container_of((uv_timer_t *)h, store_t, h.sweep);
+    s->closed = 1;
+}
+
+static void store_close(fixture_t *f, store_t *s)
+{
+    broker__memory_history_close(&s->h, on_store_closed);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(s->closed, 1);
+}
+
+static uint64_t store_append(store_t *s, const char *topic, const char *key, int *dup)
+{
+    broker_append_t m = {.parts = {CHAT_LIT("<"), CHAT_LIT("|"), CHAT_LIT(">")},
+                         .dedupe_key = key ? chat_cstr(key) : CHAT_STR_NULL,
+                         .receipt = CHAT_LIT("r")};
+    broker_append_result_t r;
+    chat_str_t data;
+    assert_int_equal(broker__memory_history_append(&s->h, chat_cstr(topic), &m, &r, &data), 0);
+    *dup = r.duplicate;
+    return r.seq;
+}
+
+static void on_keepalive(uv_timer_t *t)
+{
+}
+
+/* Runs f's loop for ms (a referenced timer keeps it turning: the sweep's does not). */
+static void run_for(fixture_t *f, uint64_t ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&f->loop, &t);
+    uv_timer_start(&t, on_keepalive, 5, 5);
+    uint64_t end = uv_now(&f->loop) + ms;
+    for (int i = 0; i < 100000 && uv_now(&f->loop) < end; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static void test_history_ring_keeps_the_newest(void **state)
+{
+    fixture_t *f = *state;
+    store_t s;
+    broker_history_result_t r;
+    int dup;
+
+    store_open(f, &s, 4, 0, 0);
+    for (uint64_t i = 1; i <= 10; i++)
+        assert_true(store_append(&s, "t", NULL, &dup) == i);
+    broker_history_query_t q = {.limit = 4};
+    broker__memory_history_read(&s.h, CHAT_LIT("t"), &q, &r);
+    assert_true(r.seq == 10);
+    assert_int_equal(r.n, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_true(r.entries[i].seq == 7 + i);
+    assert_int_equal(r.entries[0].data.len, 3 + 16 + 1); /* "<7|" epoch ">" */
+    assert_memory_equal(r.entries[0].data.p, "<7|", 3);
+    q = (broker_history_query_t){.has_after = 1, .after = 2, .limit = 2};
+    broker__memory_history_read(&s.h, CHAT_LIT("t"), &q, &r);
+    assert_int_equal(r.n, 2); /* 3..6 are gone: the oldest kept come first */
+    assert_true(r.entries[0].seq == 7 && r.entries[1].seq == 8);
+    q = (broker_history_query_t){.before = 8, .limit = 4};
+    broker__memory_history_read(&s.h, CHAT_LIT("t"), &q, &r);
+    assert_int_equal(r.n, 1);
+    assert_true(r.entries[0].seq == 7);
+    store_close(f, &s);
+    finish(f);
+}
+
+static void test_history_sweep_frees_expired_rooms_and_keys(void **state)
+{
+    fixture_t *f = *state;
+    store_t s;
+    char topic[16];
+    int dup;
+
+    store_open(f, &s, 8, 200, 60);
+    for (int i = 0; i < 300; i++) {
+        snprintf(topic, sizeof(topic), "room-%d", i);
+        assert_true(store_append(&s, topic, "key", &dup) == 1);
+        assert_int_equal(dup, 0);
+    }
+    assert_true(store_append(&s, "room-0", "key", &dup) == 1);
+    assert_int_equal(dup, 1); /* remembered within the window */
+    assert_int_equal(broker__memory_history_topics(&s.h), 300);
+    assert_int_equal(broker__memory_history_keys(&s.h), 300);
+    run_for(f, 120); /* nobody touches the store: only the sweep can free */
+    assert_int_equal(broker__memory_history_keys(&s.h), 0);
+    assert_int_equal(broker__memory_history_topics(&s.h), 300);
+    assert_true(store_append(&s, "room-1", NULL, &dup) == 2); /* renews room-1 alone */
+    run_for(f, 150); /* 270 ms since the first appends, 150 since room-1's */
+    assert_int_equal(broker__memory_history_topics(&s.h), 1);
+    run_for(f, 120);
+    assert_int_equal(broker__memory_history_topics(&s.h), 0);
+    assert_true(store_append(&s, "room-0", "key", &dup) == 1); /* a new epoch, from 1 */
+    assert_int_equal(dup, 0);
+    store_close(f, &s);
+    finish(f);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -254,6 +411,9 @@ int main(void)
         T(test_batch_is_bounded_to_messages_queued_before_turn),
         T(test_endless_republishing_does_not_starve_the_loop),
         T(test_close_from_on_published_suppresses_delivery),
+        T(test_history_does_not_keep_the_loop_alive),
+        T(test_history_ring_keeps_the_newest),
+        T(test_history_sweep_frees_expired_rooms_and_keys),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
