@@ -72,8 +72,10 @@ void broker__appended(broker_t *b, uint64_t tag, const broker_append_result_t *r
         b->stats.publish_errors++;
     else if (r->duplicate)
         b->stats.duplicates++;
-    else
+    else {
         b->stats.appended++;
+        b->stats.published++; /* an append is a publication too (chat_broker_published_total) */
+    }
     if (tag != 0 && b->h.on_appended != NULL)
         b->h.on_appended(b->h.ctx, tag, r);
 }

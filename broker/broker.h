@@ -14,6 +14,12 @@
  *    order they were made, and an appended message reaches subscribers like a published one.
  *  - on_subscribed(topic) runs once a subscription has taken effect (every message published
  *    after that is delivered), and again after every reconnect that re-subscribed it.
+ *  - on_history(tag) runs after every message of a subscribed topic that was published before
+ *    the read ran has been handed to on_message (Redis: the answer waits for a canary sent after
+ *    it to come back on the subscriber link), so a reader that holds live messages while a read
+ *    is in flight never gets a message "live" after it was in the answer, unless the
+ *    subscription was lost meanwhile (then on_subscribed follows). Reads are not ordered with
+ *    the completions of publications.
  *
  * History (history_size > 0): every topic has a sequence number `seq` (0 while nothing was ever
  * appended; +1 per appended message) and an `epoch` (1 to BROKER_EPOCH_MAX bytes of

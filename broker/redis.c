@@ -261,6 +261,7 @@ static void on_sub_down(void *ctx, const char *why)
     redis_broker_t *b = ctx;
     b->canary_ok = 0;
     update_up(b);
+    broker__redis_history_release(b, 1); /* no canary comes back; the resubscribe fills */
 }
 
 static void on_canary(redis_broker_t *b, redisReply *payload)
@@ -272,6 +273,7 @@ static void on_canary(redis_broker_t *b, redisReply *payload)
         b->canary_waiting_since = redis_link_ready(b->pub) ? 0 : uv_now(b->loop);
     b->canary_ok = 1;
     update_up(b);
+    broker__redis_history_release(b, 0);
 }
 
 /* The topic of a room channel <prefix>room:<topic>; 0 for any other channel. */
@@ -356,6 +358,7 @@ static int redis_open(uv_loop_t *loop, const broker_config_t *cfg, const broker_
         return CHAT_EINVAL;
     }
     chat_map_init(&b->wanted);
+    chat_list_init(&b->held_reads);
     b->prefix = chat_xstrndup(cfg->prefix, strlen(cfg->prefix));
     b->prefix_len = strlen(cfg->prefix);
     size_t clen = b->prefix_len + 5 + strlen(cfg->node_id) + 1;

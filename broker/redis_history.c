@@ -39,8 +39,79 @@ int broker__redis_history_open(redis_broker_t *b, const char **why)
     return 0;
 }
 
+typedef struct held_read {
+    chat_list_t link;
+    uint64_t tag, barrier; /* the canary that releases it */
+    broker_history_result_t res;
+    broker_history_entry_t entries[]; /* res.n, then the bytes of the epoch and the entries */
+} held_read_t;
+
+static void free_held(redis_broker_t *b)
+{
+    while (!chat_list_is_empty(&b->held_reads)) {
+        held_read_t *h = chat_container_of(b->held_reads.next, held_read_t, link);
+        chat_list_unlink(&h->link);
+        free(h);
+    }
+}
+
+void broker__redis_history_release(redis_broker_t *b, int all)
+{
+    while (!chat_list_is_empty(&b->held_reads) && !b->closed) {
+        held_read_t *h = chat_container_of(b->held_reads.next, held_read_t, link);
+        if (!all && h->barrier > b->canary_seen)
+            return;
+        chat_list_unlink(&h->link);
+        broker__history_answered(&b->base, h->tag, &h->res);
+        free(h);
+    }
+}
+
+/* Answers a successful read after its barrier (see redis_impl.h): res is copied and a canary
+ * published; when no canary can be published, answers at once. */
+static void answer_after_barrier(redis_broker_t *b, uint64_t tag, const broker_history_result_t *res)
+{
+    char seq[24];
+    if (!redis_link_ready(b->sub) || !redis_link_ready(b->pub)) {
+        broker__history_answered(&b->base, tag, res);
+        return;
+    }
+    size_t bytes = res->epoch.len;
+    for (size_t i = 0; i < res->n; i++)
+        bytes += res->entries[i].data.len;
+    held_read_t *h = chat_xmalloc(sizeof(*h) + res->n * sizeof(h->entries[0]) + bytes);
+    char *p = (char *)(h->entries + res->n);
+    h->tag = tag;
+    h->res = *res;
+    memcpy(p, res->epoch.p, res->epoch.len);
+    h->res.epoch = chat_str(p, res->epoch.len);
+    p += res->epoch.len;
+    for (size_t i = 0; i < res->n; i++) {
+        chat_str_t d = res->entries[i].data;
+        if (d.len)
+            memcpy(p, d.p, d.len);
+        h->entries[i] = (broker_history_entry_t){res->entries[i].seq, chat_str(p, d.len)};
+        p += d.len;
+    }
+    h->res.entries = h->entries;
+    snprintf(seq, sizeof(seq), "%" PRIu64, b->canary_sent + 1);
+    const char *argv[3] = {"PUBLISH", b->canary, seq};
+    size_t lens[3] = {7, strlen(b->canary), strlen(seq)};
+    if (broker__redis_command(b, OP_PUBLISH, 0, NULL, 3, argv, lens) != 0) {
+        broker__history_answered(&b->base, tag, &h->res);
+        free(h);
+        return;
+    }
+    b->canary_sent++;
+    if (b->canary_waiting_since == 0) /* a canary that does not come back resets the link */
+        b->canary_waiting_since = uv_now(b->loop);
+    h->barrier = b->canary_sent;
+    chat_list_insert_tail(&b->held_reads, &h->link);
+}
+
 void broker__redis_history_free(redis_broker_t *b)
 {
+    free_held(b);
     chat_buf_free(&b->keys);
     free(b->entries);
     b->entries = NULL;
@@ -377,6 +448,8 @@ void broker__redis_history_read_reply(redis_broker_t *b, broker__redis_read_t *r
     if (why != NULL) {
         memset(&res, 0, sizeof(res));
         res.status = CHAT_EBROKER;
+        broker__history_answered(&b->base, tag, &res);
+        return;
     }
-    broker__history_answered(&b->base, tag, &res);
+    answer_after_barrier(b, tag, &res);
 }

@@ -9,6 +9,7 @@
 
 #include "broker_impl.h"
 #include "buf.h"
+#include "list.h"
 #include "map.h"
 #include "redis_link.h"
 #include "redis_scripts.h"
@@ -69,6 +70,7 @@ typedef struct redis_broker {
     int loads_in_flight;
     chat_buf_t keys;                 /* scratch: the keys and channel of one command */
     broker_history_entry_t *entries; /* history_size: a read's answer */
+    chat_list_t held_reads;          /* answered reads waiting for their barrier (below) */
 } redis_broker_t;
 
 /* Sends a command on the publisher link and queues what it is (read: owned by the op from then
@@ -95,5 +97,11 @@ void broker__redis_history_append_reply(redis_broker_t *b, uint64_t tag, struct 
 void broker__redis_history_read_reply(redis_broker_t *b, broker__redis_read_t *read, uint64_t tag,
                                       struct redisReply *r);
 void broker__redis_history_load_reply(redis_broker_t *b, uint64_t which, struct redisReply *r);
+/* A read's answer is handed on only once a canary published after it came back on the
+ * subscriber link: every message published before the read ran has then been delivered, so a
+ * reader never sees a seq in the answer and then the same chat "live" after it (the reply and the
+ * pushes travel on different connections, in no order between them). Releases the held answers
+ * whose canary came back (all: every one, when the subscription is gone or being rebuilt). */
+void broker__redis_history_release(redis_broker_t *b, int all);
 
 #endif

@@ -453,6 +453,14 @@ static void on_room_read(gw_chat_t *chat, gw_read_t *rd, const broker_history_re
     }
     if (room->hstate == GW_HIST_SYNCING) { /* the first read: the room's position */
         room->seq = r->seq;
+        /* Chats held meanwhile arrived after the subscription took effect, that is after
+         * everybody waiting joined: the position is just before the first of them. */
+        if (!chat_list_is_empty(&room->held)) {
+            gw_held_t *first = chat_container_of(room->held.next, gw_held_t, link);
+            if (chat_str_eq(chat_str(first->epoch, first->epoch_len), r->epoch) &&
+                first->seq >= 1 && first->seq <= r->seq)
+                room->seq = first->seq - 1;
+        }
         room->epoch_len = r->epoch.len;
         memcpy(room->epoch, r->epoch.p, r->epoch.len);
         room->epoch[r->epoch.len] = '\0';
