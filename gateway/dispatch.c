@@ -347,9 +347,11 @@ static void on_message(gw_session_t *s, int binary, const char *p, size_t n)
         case CHAT_ENV_HISTORY:
             history(s, &in);
             break;
-        case CHAT_ENV_PRESENCE:
+        case CHAT_ENV_PRESENCE: /* issue 11's presence: not built yet */
         case CHAT_ENV_NTYPES:
-            break; /* not parsed yet */
+            gw__dispatch_error(s, "unknown_type", "presence is not available yet", in.cid,
+                               CHAT_STR_NULL);
+            break;
         }
     }
     chat_env_free(doc);
