@@ -1,5 +1,5 @@
 // tests/browser/history_on_join.mjs - RELIABILITY (needs issue 11's history on the server; run.sh
-// runs it with CHAT_BROWSER_RELIABILITY=1). A tab that joins a room shows what was said before it
+// runs it always). A tab that joins a room shows what was said before it
 // came, from `history` (oldest first, each once, in seq order), then live messages; a tab that
 // joins while another member keeps sending shows every message exactly once, in seq order (the
 // history answer and the live deliveries overlap and are deduplicated). With --history-size 0 the

@@ -1,5 +1,5 @@
-// tests/browser/presence.mjs - RELIABILITY (needs issue 11's presence on the server; run.sh runs
-// it with CHAT_BROWSER_RELIABILITY=1). The page's "Present" list shows the people in the viewed
+// tests/browser/presence.mjs - RELIABILITY (needs issue 11's presence, not built yet; run.sh runs
+// it with CHAT_BROWSER_PRESENCE=1). The page's "Present" list shows the people in the viewed
 // room from `presence` (names from the tokens' users, the connection count in the title),
 // refreshed on join/leave events and on a room switch: alice and bob; alice's second tab counts
 // as one person with 2 connections (and bob sees one join notice for her); when bob leaves, his

@@ -1,5 +1,5 @@
 // tests/browser/recovery_restart.mjs - RELIABILITY (needs issue 11's history and recovery on the
-// server; run.sh runs it with CHAT_BROWSER_RELIABILITY=1).
+// server; run.sh runs it always).
 //  1. Redis, two nodes: tab B's node is killed (SIGKILL) and started again on the same port while
 //     tab A, on the other node, sends 5 messages. B reconnects, rejoins with
 //     "since":{"seq":<last seen>,"epoch":<epoch>}, gets "recovered":true and shows exactly the 5

@@ -1,5 +1,5 @@
 // tests/browser/resend_same_cid.mjs - RELIABILITY (needs issue 11's idempotent sends with history
-// on; run.sh runs it with CHAT_BROWSER_RELIABILITY=1). Tab A (alice, a token: the server
+// on; run.sh runs it always). Tab A (alice, a token: the server
 // deduplicates by user, room and cid) sends a message; the test swallows its ack and its own copy
 // on the way to the page and drops the connection (close 4000), as a network failure right after
 // sending would. The page keeps the message pending, reconnects, and sends it again with the SAME
