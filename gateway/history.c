@@ -623,12 +623,16 @@ static void on_request_read(gw_chat_t *chat, gw_read_t *rd, const broker_history
     free(jsons);
 }
 
-void gw__history_on_read(gw_server_t *srv, uint64_t tag, const broker_history_result_t *r)
+void gw__history_on_read(gw_server_t *srv, uint64_t tag, const broker_history_result_t *in)
 {
     gw_chat_t *chat = gw__chat(srv);
     gw_read_t *rd = chat_map_del(&chat->reads, id_key(&tag));
+    broker_history_result_t failed = {.status = CHAT_EBROKER};
+    const broker_history_result_t *r = in;
     if (rd == NULL)
         return;
+    if (r->status == 0 && !chat_epoch_valid(r->epoch)) /* the broker checks it; so do we */
+        r = &failed;
     if (rd->kind == READ_ROOM)
         on_room_read(chat, rd, r);
     else if (rd->kind == READ_RECOVER)
