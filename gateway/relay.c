@@ -18,42 +18,41 @@
 
 #define REJECT_LOG_EVERY_MS 1000 /* at most one log record per second for refused messages */
 
-int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
-                      const gw_session_t *origin, int exclude_origin, uint64_t tag, chat_str_t json)
+/* chat->wire emptied, then the header of a message from origin (NULL: the node itself) */
+static chat_buf_t *header(gw_chat_t *chat, chat_wire_kind_t kind, const gw_session_t *origin,
+                          int exclude_origin)
 {
-    gw_server_t *srv = chat->srv;
     chat_wire_hdr_t h = {
         .kind = kind,
         .exclude_origin = exclude_origin,
-        .origin_node = srv->node,
+        .origin_node = chat->srv->node,
         .origin_conn = origin ? origin->id : 0,
         .publish_ms = chat_wall_ms(),
     };
     chat_buf_reset(&chat->wire);
     chat_wire_put_header(&chat->wire, &h);
-    chat_buf_append_str(&chat->wire, json);
-    return broker_publish(srv->broker, room, chat_buf_str(&chat->wire), tag);
+    return &chat->wire;
+}
+
+int gw__relay_publish(gw_chat_t *chat, chat_str_t room, chat_wire_kind_t kind,
+                      const gw_session_t *origin, int exclude_origin, uint64_t tag, chat_str_t json)
+{
+    chat_buf_t *w = header(chat, kind, origin, exclude_origin);
+    chat_buf_append_str(w, json);
+    return broker_publish(chat->srv->broker, room, chat_buf_str(w), tag);
 }
 
 int gw__relay_append(gw_chat_t *chat, chat_str_t room, const gw_session_t *origin, uint64_t tag,
                      chat_str_t open, chat_str_t dedupe_key, chat_str_t receipt)
 {
-    gw_server_t *srv = chat->srv;
-    chat_wire_hdr_t h = {
-        .kind = CHAT_WIRE_CHAT,
-        .origin_node = srv->node,
-        .origin_conn = origin ? origin->id : 0,
-        .publish_ms = chat_wall_ms(),
-    };
-    chat_buf_reset(&chat->wire);
-    chat_wire_put_header(&chat->wire, &h);
-    chat_buf_append_str(&chat->wire, open);
+    chat_buf_t *w = header(chat, CHAT_WIRE_CHAT, origin, 0);
+    chat_buf_append_str(w, open);
     broker_append_t m = {
-        .parts = {chat_buf_str(&chat->wire), CHAT_LIT(CHAT_ENV_SEQ_MID), CHAT_LIT(CHAT_ENV_SEQ_END)},
+        .parts = {chat_buf_str(w), CHAT_LIT(CHAT_ENV_SEQ_MID), CHAT_LIT(CHAT_ENV_SEQ_END)},
         .dedupe_key = dedupe_key,
         .receipt = receipt,
     };
-    return broker_append(srv->broker, room, &m, tag);
+    return broker_append(chat->srv->broker, room, &m, tag);
 }
 
 /* Counted always; logged at most once per REJECT_LOG_EVERY_MS (with how many were dropped). */

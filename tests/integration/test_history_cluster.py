@@ -93,6 +93,16 @@ async def user(gw, keys, sub, path="/ws"):
     return await connect(gw, keys.mint(sub=sub), path=path)
 
 
+async def pair(gw_a, gw_b, keys, room):
+    """alice on gw_a and bob on gw_b, both in room (alice's join notice of bob consumed)."""
+    alice = await user(gw_a, keys, "alice")
+    await alice.join(room)
+    bob = await user(gw_b, keys, "bob")
+    await bob.join(room)
+    await alice.recv_type("system")
+    return alice, bob
+
+
 def kill9(gw):
     """SIGKILL by PID; the fixture then expects nothing more of this gateway."""
     os.kill(gw.pid, signal.SIGKILL)
@@ -106,11 +116,7 @@ def test_recovery_on_another_node_with_publishing_during_the_replay(gateway_fact
     n1, n2, n3 = start_nodes(gateway_factory, redis, keys)
 
     async def body():
-        alice = await user(n1, keys, "alice")
-        await alice.join("x")
-        bob = await user(n2, keys, "bob")
-        await bob.join("x")
-        await alice.recv_type("system")
+        alice, bob = await pair(n1, n2, keys, "x")
         _, last = await chat_seq(alice, "seen by bob")
         assert (await chats_until(bob, 1)) == [last]
         since = {"seq": last["seq"], "epoch": last["epoch"]}
@@ -137,11 +143,7 @@ def test_killed_node_clients_recover_on_other_nodes(gateway_factory, redis, keys
     n1, n2, n3 = start_nodes(gateway_factory, redis, keys)
 
     async def body():
-        alice = await user(n1, keys, "alice")
-        await alice.join("k")
-        bob = await user(n2, keys, "bob")
-        await bob.join("k")
-        await alice.recv_type("system")
+        alice, bob = await pair(n1, n2, keys, "k")
         _, last = await chat_seq(alice, "before the kill")
         assert (await chats_until(bob, 1)) == [last]
         kill9(n2)
@@ -261,11 +263,7 @@ def test_redis_pause_every_acked_chat_reaches_the_other_node(gateway_factory, re
     n1, n2 = start_nodes(gateway_factory, redis, keys, 2)
 
     async def body():
-        alice = await user(n1, keys, "alice")
-        await alice.join("p")
-        bob = await user(n2, keys, "bob")
-        await bob.join("p")
-        await alice.recv_type("system")
+        alice, bob = await pair(n1, n2, keys, "p")
         acked = {}
         received = []
 
@@ -351,11 +349,7 @@ def test_quiet_room_is_filled_after_a_subscriber_reconnect(gateway_factory, redi
         return None
 
     async def body():
-        alice = await user(n1, keys, "alice")
-        await alice.join("quiet")
-        bob = await user(n2, keys, "bob")
-        await bob.join("quiet")
-        await alice.recv_type("system")
+        alice, bob = await pair(n1, n2, keys, "quiet")
         exercised = 0
         for attempt in range(5):
             before = scrape(n2).get("chat_history_filled_total")
