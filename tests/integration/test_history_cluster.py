@@ -84,8 +84,9 @@ def start_nodes(gateway_factory, redis, keys, n=3, *extra):
     nodes = [gateway_factory("--redis-url", redis.url, "--redis-timeout", "1s",
                              "--room-linger", "1s", *keys.args(pub=()), *extra,
                              node_id=f"n{i}") for i in range(1, n + 1)]
-    for gw in nodes:
-        wait_until(lambda gw=gw: readyz(gw)[0] == 200, 10 * SCALE, f"{gw.node_id} ready")
+    for gw in nodes:  # the admin listener may open a moment after the public one
+        wait_until(lambda gw=gw: harness.port_accepts(gw.admin_port) and readyz(gw)[0] == 200,
+                   10 * SCALE, f"{gw.node_id} ready")
     return nodes
 
 
