@@ -270,10 +270,8 @@ void gw__history_join(gw_member_t *m, int fresh, const gw_since_t *since)
         m->recovery = rec;
     }
     if (room->hstate == GW_HIST_NEW || room->hstate == GW_HIST_SYNCING) {
-        if (!broker_is_up(m->session->srv->broker)) {
-            member_unpositioned(m); /* no waiting for a broker that is down */
-            return;
-        }
+        /* the broker may be down, or still connecting (a node that just started): the tick
+         * answers without a position after JOIN_WAIT_MS */
         m->state = GW_MEMBER_WAITING;
         if (room->wait_since == 0)
             room->wait_since = uv_now(m->session->srv->loop);
