@@ -4,6 +4,7 @@
 # chat-bench to CPU 1 (taskset). Prints one markdown table row per run (docs/benchmarks.md,
 # "History on and off"), with redis-server's CPU time over the run for the Redis rows.
 #   usage: bench/history.sh [BUILD_DIR]        (default: build; needs redis-server and taskset)
+#   LOADS="B4 B3" / BROKERS="redis" in the environment pick a subset (default: all of them).
 # Loads (1000 connections each, 64-byte texts, 10 s measured):
 #   B4  10 rooms x 100 members, 10 senders x 20/s    =  20,000 deliveries/s
 #   B3  10 rooms x 100 members, 10 senders x 200/s   = 200,000 deliveries/s
@@ -74,10 +75,11 @@ EOF
 
 echo "| load | broker | --history-size | deliveries/s | lost | p50 / p99 / max (ms) | gateway CPU | redis-server CPU |"
 echo "|---|---|---|---|---|---|---|---|"
-for broker in memory redis; do
+loads=" ${LOADS:-B4 B3 B1} "
+for broker in ${BROKERS:-memory redis}; do
   for hist in 0 100; do
-    run B4 "$broker" "$hist" --conns 1000 --rooms 10 --senders 10 --rate 20
-    run B3 "$broker" "$hist" --conns 1000 --rooms 10 --senders 10 --rate 200
-    run B1 "$broker" "$hist" --conns 1000 --rooms 1 --senders 1 --rate 500
+    [[ $loads == *" B4 "* ]] && run B4 "$broker" "$hist" --conns 1000 --rooms 10 --senders 10 --rate 20
+    [[ $loads == *" B3 "* ]] && run B3 "$broker" "$hist" --conns 1000 --rooms 10 --senders 10 --rate 200
+    [[ $loads == *" B1 "* ]] && run B1 "$broker" "$hist" --conns 1000 --rooms 1 --senders 1 --rate 500
   done
 done
